@@ -27,7 +27,17 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["ServiceProcess", "ServiceStartError", "find_app_dir", "free_port"]
+__all__ = [
+    "GRACEFUL_EXIT_CODES",
+    "ServiceProcess",
+    "ServiceStartError",
+    "find_app_dir",
+    "free_port",
+]
+
+# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that its exit
+# status says "terminated": -SIGTERM is a clean exit here, -SIGKILL is not.
+GRACEFUL_EXIT_CODES = (0, -signal.SIGTERM)
 
 
 class ServiceStartError(RuntimeError):

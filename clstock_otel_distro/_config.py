@@ -1,0 +1,305 @@
+"""The one place the distro parses environment variables.
+
+Each helper reads one variable and returns a typed value:
+
+- unset, empty or blank: the default, silently (the spec treats empty as unset);
+- a good value: the parsed value;
+- a bad value: exactly one WARNING on the ``clstock_otel_distro`` logger naming the
+  variable and the value, then the default. Values of variables whose name contains
+  HEADERS, TOKEN, KEY, SECRET or PASSWORD are shown as ``***``. A (variable, value)
+  pair warns once per process, however often it is read.
+
+Usage::
+
+    queue_size = env_int(OTEL_BSP_MAX_QUEUE_SIZE, 2048, minimum=1)
+    targets = env_targets(OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS, DEFAULT_PREDICTOR_TARGETS)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+from clstock_otel_distro._logging import install_stderr_fallback
+
+__all__ = [
+    "MASK",
+    "display_value",
+    "env_bool",
+    "env_choice",
+    "env_float",
+    "env_headers",
+    "env_int",
+    "env_list",
+    "env_str",
+    "env_targets",
+    "env_url",
+    "is_secret",
+    "warn_invalid",
+]
+
+_logger = logging.getLogger(__name__)
+install_stderr_fallback()
+
+MASK = "***"
+_SECRET_MARKERS = ("HEADERS", "TOKEN", "KEY", "SECRET", "PASSWORD")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+# (variable, raw value) pairs already warned about in this process.
+_warned: set[tuple[str, str]] = set()
+
+# Header entries as the OTLP exporter spec defines them (W3C baggage-like
+# `key=value`), with the SDK's liberal value charset (spaces allowed).
+_HEADER_ENTRY = re.compile(
+    r"[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+"
+    r"[ \t]*=[ \t]*"
+    r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"
+)
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def is_secret(name: str) -> bool:
+    """Whether the variable's value may hold a secret and must never be logged."""
+    upper = name.upper()
+    return any(marker in upper for marker in _SECRET_MARKERS)
+
+
+def display_value(name: str, value: str) -> str:
+    """The value as it may appear in a log line: quoted, or masked for secrets."""
+    return MASK if is_secret(name) else repr(value)
+
+
+def warn_invalid(name: str, value: str, reason: str, fallback: str) -> None:
+    """Log the one WARNING for a bad value of ``name``; later calls for the same value are silent.
+
+    ``reason`` and ``fallback`` are shown as given, so they must not contain the
+    value of a secret-bearing variable.
+    """
+    key = (name, value)
+    if key in _warned:
+        return
+    _warned.add(key)
+    _logger.warning(
+        "%s=%s is invalid (%s); using %s instead",
+        name,
+        display_value(name, value),
+        reason,
+        fallback,
+    )
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _describe(default: object, fallback: str | None) -> str:
+    if fallback is not None:
+        return fallback
+    return f"the default {default!r}"
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    """The stripped value, or ``default`` when unset or blank."""
+    value = _raw(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """``true/false`` (also ``1/0``, ``yes/no``, ``on/off``), case-insensitive."""
+    value = _raw(name)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    warn_invalid(name, value, "expected true or false", _describe(default, None))
+    return default
+
+
+def _check_range(
+    number: float,
+    minimum: float | None,
+    maximum: float | None,
+) -> str | None:
+    if minimum is not None and number < minimum:
+        return f"below the minimum {minimum}"
+    if maximum is not None and number > maximum:
+        return f"above the maximum {maximum}"
+    return None
+
+
+def env_int(
+    name: str,
+    default: int | None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    fallback: str | None = None,
+) -> int | None:
+    """A base-10 integer within ``[minimum, maximum]``, else ``default``.
+
+    ``fallback`` overrides how the warning describes what is used instead.
+    """
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value, 10)
+    except ValueError:
+        warn_invalid(name, value, "not an integer", _describe(default, fallback))
+        return default
+    problem = _check_range(number, minimum, maximum)
+    if problem:
+        warn_invalid(name, value, problem, _describe(default, fallback))
+        return default
+    return number
+
+
+def env_float(
+    name: str,
+    default: float | None,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    fallback: str | None = None,
+) -> float | None:
+    """A finite number within ``[minimum, maximum]``, else ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        warn_invalid(name, value, "not a number", _describe(default, fallback))
+        return default
+    if not math.isfinite(number):
+        warn_invalid(name, value, "not a finite number", _describe(default, fallback))
+        return default
+    problem = _check_range(number, minimum, maximum)
+    if problem:
+        warn_invalid(name, value, problem, _describe(default, fallback))
+        return default
+    return number
+
+
+def env_list(name: str, default: Sequence[str] = ()) -> list[str]:
+    """Comma-separated entries, stripped, empty ones dropped; ``default`` when unset."""
+    value = _raw(name)
+    if value is None:
+        return list(default)
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def env_choice(
+    name: str,
+    default: str | None,
+    choices: Iterable[str],
+    *,
+    fallback: str | None = None,
+) -> str | None:
+    """One of ``choices`` (matched case-insensitively, returned as spelled there)."""
+    value = _raw(name)
+    if value is None:
+        return default
+    by_lower = {choice.lower(): choice for choice in choices}
+    choice = by_lower.get(value.lower())
+    if choice is None:
+        reason = "expected one of " + ", ".join(sorted(by_lower.values()))
+        warn_invalid(name, value, reason, _describe(default, fallback))
+        return default
+    return choice
+
+
+def env_url(name: str, default: str | None, *, fallback: str | None = None) -> str | None:
+    """An ``http(s)://host[:port][/path]`` URL, else ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    problem = None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        problem = "not a valid URL"
+    else:
+        if parts.scheme.lower() not in ("http", "https"):
+            problem = "not an http:// or https:// URL"
+        elif not parts.hostname:
+            problem = "the URL has no host"
+    if problem:
+        warn_invalid(name, value, problem, _describe(default, fallback))
+        return default
+    return value
+
+
+def env_headers(name: str) -> str | None:
+    """The well-formed ``key=value`` entries of an OTLP headers variable; None when unset.
+
+    Malformed entries are dropped with one warning that says which entries (by
+    position) are wrong, never what they contain: header values are credentials.
+    When every entry is well formed the value is returned unchanged.
+    """
+    value = _raw(name)
+    if value is None:
+        return None
+    entries = [entry.strip() for entry in value.split(",")]
+    entries = [entry for entry in entries if entry]
+    good = [entry for entry in entries if _HEADER_ENTRY.fullmatch(entry)]
+    if len(good) == len(entries):
+        return value
+    bad_positions = [str(i) for i, entry in enumerate(entries, 1) if entry not in good]
+    reason = (
+        f"entry {', '.join(bad_positions)} of {len(entries)} is not a key=value pair"
+        if len(bad_positions) == 1
+        else f"entries {', '.join(bad_positions)} of {len(entries)} are not key=value pairs"
+    )
+    kept = f"the {len(good)} well-formed entries" if good else "no headers"
+    warn_invalid(name, value, reason, kept)
+    return ",".join(good)
+
+
+def _parse_target(entry: str) -> tuple[str, str] | None:
+    module, sep, qualname = entry.partition(":")
+    module, qualname = module.strip(), qualname.strip()
+    if not sep or not _DOTTED_NAME.fullmatch(module) or not _DOTTED_NAME.fullmatch(qualname):
+        return None
+    return module, qualname
+
+
+def env_targets(name: str, default: str) -> list[tuple[str, str]]:
+    """Comma-separated ``module:Qualified.name`` entries as ``(module, qualname)`` pairs.
+
+    Malformed entries are skipped with one warning and the rest apply; when no
+    entry is usable the ``default`` (same format) applies.
+    """
+    default_targets = [t for t in map(_parse_target, default.split(",")) if t]
+    value = _raw(name)
+    if value is None:
+        return default_targets
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    targets: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for entry in entries:
+        target = _parse_target(entry)
+        if target is None:
+            bad.append(entry)
+        elif target not in targets:
+            targets.append(target)
+    if bad:
+        reason = "malformed " + ", ".join(map(repr, bad)) + "; expected module:Qualified.name"
+        if targets:
+            warn_invalid(name, value, reason, "the other entries")
+        else:
+            warn_invalid(name, value, reason, f"the default {default!r}")
+            return default_targets
+    return targets

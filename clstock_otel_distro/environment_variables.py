@@ -1,0 +1,96 @@
+"""Every environment variable clstock-otel-distro defines, with its default.
+
+Standard ``OTEL_*`` variables keep their spec meaning and are not repeated here.
+Ours follow upstream's ``OTEL_PYTHON_<TARGET>_*`` naming. The module is registered
+as an ``opentelemetry_environment_variables`` entry point, so ``opentelemetry-instrument``
+also accepts each one as a flag (``OTEL_PYTHON_CLSTOCK_TRACE_METHODS`` ->
+``--clstock_trace_methods``). Only the variable names start with ``OTEL_``; the
+defaults are ``DEFAULT_*`` constants so they do not become flags. Values are read
+through :mod:`clstock_otel_distro._config`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS",
+    "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
+    "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "DEFAULT_CLSTOCK_TRACE_METHODS",
+    "DEFAULT_CURL_CFFI_EXCLUDED_URLS",
+    "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
+    "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
+    "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
+    "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
+]
+
+DEFAULT_CLSTOCK_PREDICTOR_TARGETS = (
+    "models.predictor:StockPredictor,"
+    "models.core.interfaces:StockPredictor,"
+    "models.base.interfaces:StockPredictor,"
+    "models.legacy_core:StockPredictor"
+)
+DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS = (
+    "data.stock_data:StockDataProvider,data.async_stock_data:AsyncStockDataProvider"
+)
+DEFAULT_CLSTOCK_TRACE_METHODS = ""
+DEFAULT_CURL_CFFI_EXCLUDED_URLS = ""
+
+OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS = "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS
+
+Comma-separated ``module:Class`` list of the predictor base classes to trace. The
+methods of each class, and of every subclass (present or defined later), get a
+span named ``Class.method``. Malformed entries are skipped with a warning.
+
+**Default value:** ``models.predictor:StockPredictor,models.core.interfaces:StockPredictor,
+models.base.interfaces:StockPredictor,models.legacy_core:StockPredictor``
+"""
+
+OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS = "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS
+
+Comma-separated ``module:Class`` list of the market-data provider classes to trace,
+sync and async, subclasses included. Malformed entries are skipped with a warning.
+
+**Default value:** ``data.stock_data:StockDataProvider,
+data.async_stock_data:AsyncStockDataProvider``
+"""
+
+OTEL_PYTHON_CLSTOCK_TRACE_METHODS = "OTEL_PYTHON_CLSTOCK_TRACE_METHODS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_TRACE_METHODS
+
+Extra callables to trace, comma-separated, each ``module:Class.method`` or
+``module:function``. Each is wrapped when its module is imported; malformed
+entries are skipped with a warning.
+
+**Default value:** empty (nothing extra is traced)
+"""
+
+OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS = "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS"
+"""
+.. envvar:: OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS
+
+Comma-separated URL patterns (regular expressions searched in the URL, as for the
+upstream ``OTEL_PYTHON_REQUESTS_EXCLUDED_URLS``) for which the curl_cffi
+instrumentation creates no client span.
+
+**Default value:** empty (every request is traced)
+"""
+
+DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT = 2000
+
+OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT
+
+Milliseconds a process terminated by SIGTERM spends, at most, handing its queued
+spans, metrics and logs to the exporters before it exits. A process left at the
+default SIGTERM action would otherwise die without flushing (uvicorn re-raises
+SIGTERM after its graceful shutdown).
+
+**Default value:** ``2000``
+"""

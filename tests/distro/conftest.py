@@ -1,0 +1,78 @@
+"""Fixtures for the distro tests: a clean OTEL_* environment and instrumented subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from clstock_otel_distro import _config, configurator, distro
+
+VENV_BIN = Path(sys.executable).parent
+OPENTELEMETRY_INSTRUMENT = VENV_BIN / "opentelemetry-instrument"
+
+RunInstrumented = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No OTEL_* variable from the shell; variables the code under test adds are removed."""
+    for name in list(os.environ):
+        if name.startswith(("OTEL_", "_OTEL_")):
+            monkeypatch.delenv(name)
+    before = set(os.environ)
+    yield
+    # setdefault/lasting writes by the code under test; monkeypatch restores the rest.
+    for name in set(os.environ) - before:
+        del os.environ[name]
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no (variable, value) pair already warned about."""
+    monkeypatch.setattr(_config, "_warned", set())
+
+
+@pytest.fixture(autouse=True)
+def restore_ran_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The distro/configurator "ran" flags go back to their values after each test."""
+    monkeypatch.setattr(distro, "_distro_ran", distro._distro_ran)
+    monkeypatch.setattr(configurator, "_configurator_ran", configurator._configurator_ran)
+
+
+def _child_environ(env: Mapping[str, str], pythonpath: str | None) -> dict[str, str]:
+    child = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "_OTEL_"))}
+    child.pop("PYTHONPATH", None)
+    # Metrics would try to reach a collector at exit; tests look at traces.
+    child.update({"OTEL_METRICS_EXPORTER": "none", "PYTHONUNBUFFERED": "1"})
+    child.update(env)
+    if pythonpath:
+        child["PYTHONPATH"] = pythonpath
+    return child
+
+
+@pytest.fixture
+def run_instrumented(tmp_path: Path) -> RunInstrumented:
+    """Run ``opentelemetry-instrument python -c code`` with the given environment."""
+
+    def run(
+        code: str,
+        env: Mapping[str, str],
+        *,
+        pythonpath: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(OPENTELEMETRY_INSTRUMENT), sys.executable, "-c", code],
+            env=_child_environ(env, pythonpath),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run

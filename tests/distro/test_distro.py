@@ -1,0 +1,151 @@
+"""ClStockDistro: environment defaults, and instrumentors that fail without stopping the rest."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+from opentelemetry.instrumentation.auto_instrumentation import _load
+
+from clstock_otel_distro import distro as distro_module
+from clstock_otel_distro.distro import ClStockDistro
+
+DEFAULTS = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_PYTHON_CONFIGURATOR": "clstock",
+    "OTEL_PYTHON_LOG_CORRELATION": "true",
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+}
+
+
+@dataclass
+class FakeEntryPoint:
+    """Just what load_instrumentor and _load_instrumentors use of an EntryPoint."""
+
+    name: str
+    loader: Callable[[], Any]
+    group: str = "opentelemetry_instrumentor"
+    value: str = "fake:Fake"
+    dist: None = None
+
+    def load(self) -> Any:
+        return self.loader()
+
+
+class Recorder:
+    """A stand-in instrumentor that records instrument() calls."""
+
+    calls: ClassVar[list[dict[str, Any]]] = []
+
+    def instrument(self, **kwargs: Any) -> None:
+        Recorder.calls.append(kwargs)
+
+
+class RaisesInInstrument:
+    def instrument(self, **kwargs: Any) -> None:
+        raise RuntimeError("target patched twice")
+
+
+class RaisesInInit:
+    def __init__(self) -> None:
+        raise ValueError("bad config")
+
+
+def _raise_on_load() -> Any:
+    raise AttributeError("module has no attribute 'Instrumentor'")
+
+
+@pytest.fixture(autouse=True)
+def _reset_recorder(monkeypatch):
+    monkeypatch.setattr(Recorder, "calls", [])
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(DEFAULTS.items()))
+def test_default_set_when_unset(name, value):
+    """Each default is set when the variable is unset."""
+    ClStockDistro()._configure()
+    assert os.environ[name] == value
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_user_value_wins(monkeypatch, name):
+    """A value the operator set is never overwritten."""
+    monkeypatch.setenv(name, "operator-choice")
+    ClStockDistro()._configure()
+    assert os.environ[name] == "operator-choice"
+
+
+def test_configure_sets_nothing_else():
+    """_configure only sets the documented defaults."""
+    before = dict(os.environ)
+    ClStockDistro().configure()
+    added = {k: v for k, v in os.environ.items() if k not in before}
+    assert added == DEFAULTS
+
+
+def test_distro_ran_flag(monkeypatch):
+    """_configure records that the distro ran, for the start-up check."""
+    monkeypatch.setattr(distro_module, "_distro_ran", False)
+    assert not distro_module.distro_ran()
+    ClStockDistro()._configure()
+    assert distro_module.distro_ran()
+
+
+@pytest.mark.parametrize(
+    ("loader", "reason"),
+    [
+        (lambda: RaisesInInstrument, "RuntimeError: target patched twice"),
+        (lambda: RaisesInInit, "ValueError: bad config"),
+        (_raise_on_load, "AttributeError: module has no attribute 'Instrumentor'"),
+    ],
+)
+def test_failing_instrumentor_skipped_with_one_warning(caplog, loader, reason):
+    """A raising load/instantiation/instrument() is one warning naming it; the next still loads."""
+    caplog.set_level(logging.DEBUG, logger="clstock_otel_distro")
+    distro = ClStockDistro()
+    distro.load_instrumentor(FakeEntryPoint("broken_lib", loader), skip_dep_check=True)
+    distro.load_instrumentor(FakeEntryPoint("good_lib", lambda: Recorder), skip_dep_check=True)
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "'broken_lib'" in warnings[0].getMessage()
+    assert reason in warnings[0].getMessage()
+    assert warnings[0].exc_info is None
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert len(debug) == 1
+    assert Recorder.calls == [{"skip_dep_check": True}]
+
+
+def test_missing_library_left_to_upstream():
+    """ModuleNotFoundError propagates: upstream skips it quietly at debug level."""
+
+    def missing() -> Any:
+        raise ModuleNotFoundError("No module named 'curl_cffi'")
+
+    with pytest.raises(ModuleNotFoundError):
+        ClStockDistro().load_instrumentor(FakeEntryPoint("curl_cffi", missing))
+
+
+def test_upstream_loop_continues_after_failure(monkeypatch, caplog):
+    """Through upstream's _load_instrumentors, a failing instrumentor no longer aborts the loop."""
+    entry_points = {
+        "opentelemetry_instrumentor": [
+            FakeEntryPoint("first", lambda: RaisesInInstrument),
+            FakeEntryPoint("second", lambda: Recorder),
+        ],
+    }
+    monkeypatch.setattr(_load, "entry_points", lambda group: entry_points.get(group, []))
+    monkeypatch.setattr(_load, "get_dist_dependency_conflicts", lambda dist: None)
+    monkeypatch.setattr(_load._EntryPointDistFinder, "dist_for", lambda self, ep: None)
+
+    _load._load_instrumentors(ClStockDistro())
+
+    assert Recorder.calls == [{"skip_dep_check": True}]
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'first'" in m for m in messages)
