@@ -33,6 +33,7 @@ __all__ = [
     "ServiceStartError",
     "find_app_dir",
     "free_port",
+    "upstream_distro_path",
 ]
 
 # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that its exit
@@ -61,6 +62,37 @@ def find_app_dir(start: Path | None = None) -> Path:
         if (candidate / "app" / "main.py").is_file():
             return candidate
     raise FileNotFoundError("no ClStock checkout found (looked for clstock/app/main.py)")
+
+
+def upstream_distro_path(cache_root: Path | None = None) -> Path:
+    """A directory holding the upstream opentelemetry-distro, to put first on PYTHONPATH.
+
+    Installed once (``pip install --no-deps --target``) at the version matching our
+    opentelemetry-instrumentation, beside the virtualenv's site-packages rather than
+    into it: a process given this directory on PYTHONPATH finds upstream's distro and
+    configurator entry points before ours, as when both are installed, while every
+    other process keeps seeing ours alone. Tests and benchmarks compare against it.
+    """
+    import importlib.metadata
+
+    version = importlib.metadata.version("opentelemetry-instrumentation")
+    root = cache_root or Path(sys.prefix) / "clstock-test-cache"
+    target = root / f"opentelemetry-distro-{version}"
+    if any(target.glob("opentelemetry_distro-*.dist-info")):
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root))
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+         str(staging), f"opentelemetry-distro=={version}"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RuntimeError(f"cannot install opentelemetry-distro: {result.stderr[-500:]}")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
 
 
 def _bin(name: str) -> str:
