@@ -1,0 +1,120 @@
+"""Traces ClStock's market-data providers, sync and async, and their subclasses.
+
+INTERNAL spans named after the defining class, durations in the
+``clstock.operation.duration`` histogram:
+
+- ``StockDataProvider.get_stock_data`` / ``AsyncStockDataProvider.get_stock_data``:
+  ``clstock.symbol``, ``clstock.period`` (default applied), ``clstock.ticker`` (the
+  Yahoo ticker: ``7203.T`` for a TSE code), ``clstock.data_points``; an empty frame adds
+  the event ``No data returned``.
+- ``AsyncStockDataProvider.get_multiple_stocks``: ``clstock.symbol_count`` (sized
+  arguments only; an iterator is never consumed to count it).
+
+The classes come from ``OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS`` (``module:Class,...``,
+default ``data.stock_data:StockDataProvider,data.async_stock_data:AsyncStockDataProvider``).
+Usage::
+
+    ClStockDataProviderInstrumentor().instrument(tracer_provider=provider)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from clstock_otel_distro.environment_variables import (
+    DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS,
+    OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
+)
+from clstock_otel_distro.instrumentors._patching import (
+    CallExtractor,
+    ClassPatch,
+    Target,
+    Telemetry,
+    TraceSpec,
+    arg,
+    configured_targets,
+    install_all,
+    result,
+    sized_len,
+    traced,
+    uninstall_all,
+)
+from clstock_otel_distro.semconv import (
+    CLSTOCK_DATA_POINTS,
+    CLSTOCK_OPERATION_DURATION,
+    CLSTOCK_OPERATION_NAME,
+    CLSTOCK_PERIOD,
+    CLSTOCK_SYMBOL,
+    CLSTOCK_SYMBOL_COUNT,
+    CLSTOCK_TICKER,
+    EVENT_NO_DATA_RETURNED,
+)
+
+__all__ = ["ClStockDataProviderInstrumentor"]
+
+_instruments: tuple[str, ...] = ()  # ClStock is an application, not a pip distribution
+
+
+def _ticker(target: Target) -> CallExtractor:
+    symbol_of = target.arg("symbol").get
+
+    def extract(instance: Any, args: tuple, kwargs: dict) -> Any:
+        # What StockDataProvider.get_ticker computes, read from the instance's data
+        # (its own table, or the wrapped provider's for the async facade) instead of
+        # calling another method of the application.
+        symbol = symbol_of(args, kwargs)
+        codes = getattr(instance, "jp_stock_codes", None)
+        if codes is None:
+            codes = getattr(getattr(instance, "provider", None), "jp_stock_codes", None)
+        if isinstance(symbol, str) and codes is not None and symbol in codes:
+            return f"{symbol}.T"
+        return symbol
+
+    return extract
+
+
+def _is_empty(frame: Any) -> bool:
+    empty = getattr(frame, "empty", None)
+    return empty is True or (empty is None and sized_len(frame) == 0)
+
+
+_METHODS: dict[str, TraceSpec] = {
+    "get_stock_data": TraceSpec(
+        attributes={
+            CLSTOCK_SYMBOL: arg("symbol"),
+            CLSTOCK_PERIOD: arg("period"),
+            CLSTOCK_TICKER: _ticker,
+        },
+        result_attributes={CLSTOCK_DATA_POINTS: result(sized_len)},
+        result_events={EVENT_NO_DATA_RETURNED: result(_is_empty)}),
+    "get_multiple_stocks": TraceSpec(
+        attributes={CLSTOCK_SYMBOL_COUNT: arg("symbols", sized_len)}),
+}
+
+
+class ClStockDataProviderInstrumentor(BaseInstrumentor):
+    """Traces ClStock's sync and async market-data providers."""
+
+    _patches: Sequence[Any] = ()
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = Telemetry(
+            __name__, kwargs, histogram=CLSTOCK_OPERATION_DURATION,
+            description="Duration of ClStock operations.", operation_key=CLSTOCK_OPERATION_NAME)
+        methods = {name: traced(telemetry, spec) for name, spec in _METHODS.items()}
+        targets, missing_level = configured_targets(
+            kwargs, OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
+            DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS)
+        self._patches = install_all(
+            ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level)
+            for module, qualname in targets)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        uninstall_all(self._patches)
+        self._patches = []
