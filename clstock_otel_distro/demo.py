@@ -4,7 +4,13 @@ It starts an embedded OTLP receiver, then the market replay (standing in for Yah
 the data service and the API, each under ``opentelemetry-instrument`` and exporting to
 that receiver. The API fetches through the data service, so its traces cross all three
 services. It calls every endpoint once (one of them failing on purpose), waits for the
-spans, prints what arrived, and stops everything.
+spans and stops everything. Then it prints each workflow's trace as a tree
+(:func:`~clstock_otel_distro.trace_tree.render_trace`, as ``clstock-otel collect``
+does) and the report of every span received, computed the way ``clstock-otel report``
+does from the OTLP JSON lines file the spans were written to (``spans.jsonl`` beside
+the service logs)::
+
+    clstock-otel demo        # exit status 0 when every call and every trace was as expected
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from typing import Any, TextIO
 
 from clstock_otel_distro.devstack import ServiceProcess, find_app_dir
 from clstock_otel_distro.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.report import build_report, format_report
+from clstock_otel_distro.spanfile import SpanFileWriter, read_spans
+from clstock_otel_distro.trace_tree import render_trace, supports_unicode
 
 __all__ = ["WORKFLOWS", "Call", "run_demo"]
 
@@ -46,6 +55,10 @@ WORKFLOWS: tuple[Call, ...] = (
     Call("model training", "POST", "/api/v1/train", {"symbols": ["7203", "6758"], "period": "2y"}),
     Call("failing request", "GET", "/api/v1/predict/6502", expected_status=502),
 )
+
+# The longest trace (recommendations) has well under this many spans; the cap only
+# keeps a misbehaving run readable.
+_MAX_TREE_SPANS = 150
 
 _SERVICES = {
     "replay": "clstock-market-replay",
@@ -81,17 +94,43 @@ def _server_spans(spans: Sequence[ReceivedSpan]) -> list[ReceivedSpan]:
         for s in spans
         if s.kind == "SERVER"
         and s.service_name == _SERVICES["api"]
-        and s.attributes.get("http.route", "").startswith("/api/v1")
+        and str(s.attributes.get("http.route", "")).startswith("/api/v1")
     ]
+
+
+def _match_calls(calls: Sequence[Call], spans: Sequence[ReceivedSpan]) -> list[ReceivedSpan | None]:
+    """The API server span of each call (None if it never arrived), matched in order."""
+    unused = sorted(_server_spans(spans), key=lambda s: s.start_time_unix_nano)
+    matched: list[ReceivedSpan | None] = []
+    for call in calls:
+        path = call.path.split("?", 1)[0]
+        found = next(
+            (
+                s
+                for s in unused
+                if s.attributes.get("http.request.method", call.method) == call.method
+                and s.attributes.get("url.path", path) == path
+            ),
+            None,
+        )
+        if found is not None:
+            unused.remove(found)
+        matched.append(found)
+    return matched
 
 
 def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
     """Run the demo; 0 when every call answered as expected and its trace arrived."""
     app_dir = find_app_dir(app_dir)
     logs = Path(tempfile.mkdtemp(prefix="clstock-demo-"))
+    spans_file = logs / "spans.jsonl"
     print(f"ClStock demo: services from {app_dir}, logs in {logs}", file=out)
     started: list[ServiceProcess] = []
-    with OTLPReceiver() as receiver:
+    statuses: list[int] = []
+    # The receiver stops (inner) before the file closes (outer): no span is left unwritten.
+    with SpanFileWriter(spans_file, mode="w") as writer, OTLPReceiver() as receiver:
+        # The same file `clstock-otel collect --output` writes, written the same way.
+        receiver.add_listener(writer.write)
         env = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -120,6 +159,7 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
             failures = 0
             for call in WORKFLOWS:
                 status, elapsed_ms, _ = _request(api.url, call)
+                statuses.append(status)
                 ok = status == call.expected_status
                 failures += not ok
                 mark = "ok " if ok else "BAD"
@@ -129,31 +169,41 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
                     file=out,
                 )
             try:
-                spans = receiver.wait_for_spans(
-                    lambda s: len(_server_spans(s)) >= len(WORKFLOWS), timeout=20
+                receiver.wait_for_spans(
+                    lambda s: all(m is not None for m in _match_calls(WORKFLOWS, s)), timeout=20
                 )
             except TimeoutError as error:
                 print(f"\nnot every trace arrived: {error}", file=out)
-                return 1
+                failures += 1
         finally:
             for service in reversed(started):
                 service.stop()
         spans = receiver.spans()  # after shutdown: everything the services flushed
-    _print_traces(spans, out)
-    return 1 if failures else 0
+    missing = _print_traces(spans, statuses, out)
+    _print_report(spans_file, out)
+    return 1 if failures or missing else 0
 
 
-def _print_traces(spans: Sequence[ReceivedSpan], out: TextIO) -> None:
+def _print_traces(spans: Sequence[ReceivedSpan], statuses: Sequence[int], out: TextIO) -> int:
+    """Print each workflow's trace as a tree; returns how many never arrived."""
     traces: dict[str, list[ReceivedSpan]] = {}
     for span in spans:
         traces.setdefault(span.trace_id, []).append(span)
-    print(f"\n{len(spans)} spans in {len(traces)} traces received:", file=out)
-    for root in sorted(_server_spans(spans), key=lambda s: s.start_time_unix_nano):
-        members = traces[root.trace_id]
-        services = sorted({s.service_name or "?" for s in members})
-        errors = sum(1 for s in members if s.status_code == "ERROR")
-        print(
-            f"  {root.name:<40} {root.duration_ns / 1e6:8.1f} ms  {len(members):4d} spans"
-            f"  services: {', '.join(services)}" + (f"  ERRORS: {errors}" if errors else ""),
-            file=out,
-        )
+    print(f"\n{len(spans)} spans in {len(traces)} traces received. The workflows:", file=out)
+    ascii_only = not supports_unicode(out)
+    missing = 0
+    for call, status, root in zip(WORKFLOWS, statuses, _match_calls(WORKFLOWS, spans)):
+        print(f"\n== {call.workflow}: {call.method} {call.path} -> {status}", file=out)
+        if root is None:
+            missing += 1
+            print("   its trace never arrived", file=out)
+            continue
+        tree = render_trace(traces[root.trace_id], ascii_only=ascii_only, max_spans=_MAX_TREE_SPANS)
+        print(tree, file=out)
+    return missing
+
+
+def _print_report(spans_file: Path, out: TextIO) -> None:
+    spans, skipped = read_spans(spans_file, warn=lambda message: print(message, file=out))
+    print(f"\n== report of every span received ({spans_file}):\n", file=out)
+    print(format_report(build_report(spans, skipped_lines=skipped)), file=out)
