@@ -41,14 +41,20 @@ def stack(launch, receiver):
 
 def run_workflow(stack, receiver, service, method, path, *, settle, expected_status=200,
                  **kwargs) -> list[ReceivedSpan]:
-    """Send one request in a fresh trace; return the trace once ``settle`` holds for it."""
-    trace_id = secrets.token_hex(16)
-    headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+    """Send one request in a fresh trace; return the trace once ``settle`` holds for it
+    and it is complete (every span's parent has arrived: services export separately)."""
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {"traceparent": f"00-{trace_id}-{caller_span}-01"}
     answer = requests.request(method, stack[service].url + path, headers=headers, timeout=60,
                               **kwargs)
     assert answer.status_code == expected_status, answer.text
-    spans = receiver.wait_for_spans(
-        lambda all_spans: settle([s for s in all_spans if s.trace_id == trace_id]), timeout=20)
+
+    def ready(all_spans: Sequence[ReceivedSpan]) -> bool:
+        trace = [s for s in all_spans if s.trace_id == trace_id]
+        known = {s.span_id for s in trace} | {caller_span}
+        return bool(settle(trace)) and all(s.parent_span_id in known for s in trace)
+
+    spans = receiver.wait_for_spans(ready, timeout=20)
     return [s for s in spans if s.trace_id == trace_id]
 
 
