@@ -720,23 +720,17 @@ def _import_instrumentor(
 
 
 def _resolve(root: Any, path: str) -> Any:
-    obj = root
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
+    # The instrumentors' own lookups, so that the doctor finds exactly what they patch;
+    # imported here, not at the top: `clstock-otel --help` must stay cheap.
+    from clstock_otel_distro.instrumentors._patching import _resolve as resolve
+
+    return resolve(root, path)
 
 
 def _class_tree(base: type) -> list[type]:
-    """``base`` and its subclasses defined so far, transitively."""
-    seen: dict[type, None] = {base: None}
-    pending = [base]
-    while pending:
-        with contextlib.suppress(TypeError):
-            for child in pending.pop().__subclasses__():
-                if child not in seen:
-                    seen[child] = None
-                    pending.append(child)
-    return list(seen)
+    from clstock_otel_distro.instrumentors._patching import _class_tree as class_tree
+
+    return class_tree(base)
 
 
 def _defines(cls: type, name: str) -> bool:
