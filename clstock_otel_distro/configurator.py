@@ -100,7 +100,8 @@ from opentelemetry.util._importlib_metadata import entry_points
 
 from clstock_otel_distro import _config
 from clstock_otel_distro._logging import install_stderr_fallback
-from clstock_otel_distro._shutdown import install_flush_on_terminate
+from clstock_otel_distro._redaction import RedactingBatchSpanProcessor
+from clstock_otel_distro._shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
 __all__ = [
@@ -203,18 +204,27 @@ _SIGNALS = (
     ),
 )
 
-# (variable, BatchSpanProcessor/BatchLogRecordProcessor argument, spec default, minimum)
+# Larger values are typos, or overflow the SDK's deques and thread waits.
+_MAX_QUEUE = 1_000_000
+_MAX_BATCH_MILLIS = 3_600_000
+_MAX_METRIC_MILLIS = 86_400_000
+# Seconds (the Python exporters read OTEL_EXPORTER_OTLP_*TIMEOUT in seconds, where the
+# spec says milliseconds: 10000 is more likely meant as 10 s than as 2.8 hours).
+_MAX_OTLP_TIMEOUT = 3600
+
+# (variable, BatchSpanProcessor/BatchLogRecordProcessor argument, spec default, minimum,
+#  maximum)
 _BSP_SETTINGS = (
-    (OTEL_BSP_SCHEDULE_DELAY, "schedule_delay_millis", 5000, 1),
-    (OTEL_BSP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1),
-    (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1),
-    (OTEL_BSP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0),
+    (OTEL_BSP_SCHEDULE_DELAY, "schedule_delay_millis", 5000, 1, _MAX_BATCH_MILLIS),
+    (OTEL_BSP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1, _MAX_QUEUE),
+    (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1, _MAX_QUEUE),
+    (OTEL_BSP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0, _MAX_BATCH_MILLIS),
 )
 _BLRP_SETTINGS = (
-    (OTEL_BLRP_SCHEDULE_DELAY, "schedule_delay_millis", 1000, 1),
-    (OTEL_BLRP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1),
-    (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1),
-    (OTEL_BLRP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0),
+    (OTEL_BLRP_SCHEDULE_DELAY, "schedule_delay_millis", 1000, 1, _MAX_BATCH_MILLIS),
+    (OTEL_BLRP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1, _MAX_QUEUE),
+    (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1, _MAX_QUEUE),
+    (OTEL_BLRP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0, _MAX_BATCH_MILLIS),
 )
 
 # What the last-resort configuration keeps from the environment: who the service
@@ -232,8 +242,9 @@ _KEPT_BY_DEFAULTS = frozenset(
 class _CountingProcessorFactory:
     """``export_span_processor`` for the SDK: a BatchSpanProcessor with explicit settings.
 
-    It counts what it built, so that after a failure we know whether every trace
-    exporter got its processor.
+    The processor scrubs credentials from URL attributes before it queues a span
+    (:mod:`clstock_otel_distro._redaction`). The factory counts what it built, so that
+    after a failure we know whether every trace exporter got its processor.
     """
 
     def __init__(self, **settings: int) -> None:
@@ -241,7 +252,7 @@ class _CountingProcessorFactory:
         self.built = 0
 
     def __call__(self, span_exporter: SpanExporter) -> BatchSpanProcessor:
-        processor = BatchSpanProcessor(span_exporter, **self.settings)
+        processor = RedactingBatchSpanProcessor(span_exporter, **self.settings)
         self.built += 1
         return processor
 
@@ -253,8 +264,9 @@ class _Plan:
     kwargs: dict[str, Any]
     # Replaced (str) or hidden (None) only while the SDK call runs.
     scoped_environ: dict[str, str | None] = field(default_factory=dict)
-    # Written to os.environ for good (read again by the SDK after the call).
-    lasting_environ: dict[str, str] = field(default_factory=dict)
+    # Written to os.environ (str) or removed from it (None) for good (read again
+    # after the call: by the SDK after a fork, by instrumentations).
+    lasting_environ: dict[str, str | None] = field(default_factory=dict)
     # Exporter entry point name -> class, per signal, as the SDK will load them.
     exporters: dict[str, dict[str, type]] = field(default_factory=dict)
 
@@ -279,7 +291,11 @@ class ClStockConfigurator(_OTelSDKConfigurator):
             )
             _logger.debug("Configuration check failure", exc_info=True)
             plan = _defaults_plan(kwargs)
-        os.environ.update(plan.lasting_environ)
+        for name, value in plan.lasting_environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         try:
             with _environ_overrides(plan.scoped_environ):
                 super()._configure(**plan.kwargs)
@@ -292,7 +308,7 @@ class ClStockConfigurator(_OTelSDKConfigurator):
             )
             _logger.debug("SDK configuration failure", exc_info=True)
             self._configure_defaults(kwargs, plan)
-        install_flush_on_terminate()
+        install_exit_hooks()
 
     def _configure_defaults(self, kwargs: Mapping[str, Any], failed: _Plan) -> None:
         plan = _defaults_plan(kwargs)
@@ -308,7 +324,7 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 expected = len(failed.exporters.get("traces", {}))
                 if isinstance(factory, _CountingProcessorFactory) and factory.built < expected:
                     provider.add_span_processor(
-                        BatchSpanProcessor(_default_otlp_exporter("traces"))
+                        RedactingBatchSpanProcessor(_default_otlp_exporter("traces"))
                     )
                 wants_metrics = plan.scoped_environ[OTEL_METRICS_EXPORTER] != "none"
                 if wants_metrics and not isinstance(metrics.get_meter_provider(), MeterProvider):
@@ -379,6 +395,7 @@ def _plan(kwargs: Mapping[str, Any]) -> _Plan:
     plan.kwargs["exporter_args_map"] = {cls: dict(args) for cls, args in args_map.items()}
     if _declarative_config(plan):
         return plan
+    _plan_empty(plan)
     _plan_resource(plan)
     protocols = _plan_protocols(plan)
     for signal in _SIGNALS:
@@ -414,7 +431,9 @@ def _defaults_plan(kwargs: Mapping[str, Any]) -> _Plan:
         # An explicit "none" cannot have caused the failure; keep the operator's choice.
         disabled = (_config.env_str(name) or "").lower() == "none"
         scoped[name] = "none" if disabled else "otlp"
-    plan = _Plan(kwargs={}, scoped_environ=scoped)
+    # Our processor still: the spans of a process on its last resort are redacted too.
+    plan = _Plan(kwargs={"export_span_processor": _CountingProcessorFactory()},
+                 scoped_environ=scoped)
     if "auto_instrumentation_version" in kwargs:
         plan.kwargs["auto_instrumentation_version"] = kwargs["auto_instrumentation_version"]
     attributes = {TELEMETRY_DISTRO_NAME: DISTRO_NAME, TELEMETRY_DISTRO_VERSION: __version__}
@@ -445,6 +464,19 @@ def _declarative_config(plan: _Plan) -> bool:
     )
     plan.scoped_environ[_OTEL_CONFIG_FILE] = None
     return False
+
+
+def _plan_empty(plan: _Plan) -> None:
+    """Remove the OTEL_ variables set to an empty value: the spec says empty means unset.
+
+    The SDK and the instrumentations mostly read ``os.environ.get(name, default)``,
+    for which empty is a value: an empty OTEL_PYTHON_ID_GENERATOR or limit makes the
+    SDK raise, an empty sampler makes it warn. Removed for good, so that what reads
+    them later (instrumentations, forked workers) sees them unset too.
+    """
+    for name, value in os.environ.items():
+        if name.startswith("OTEL_") and not value.strip():
+            plan.lasting_environ[name] = None
 
 
 def _environment_resource_keys() -> set[str]:
@@ -617,7 +649,8 @@ def _plan_otlp(plan: _Plan) -> None:
             # The grpc exporters raise on an unknown compression.
             plan.scoped_environ[name] = None
     for name in (OTEL_EXPORTER_OTLP_TIMEOUT, *(s.timeout_var for s in _SIGNALS)):
-        timeout = _config.env_float(name, None, minimum=0, fallback="the default 10 seconds")
+        timeout = _config.env_float(name, None, minimum=0, maximum=_MAX_OTLP_TIMEOUT,
+                                    fallback="the default 10 seconds")
         if _is_bad(name, timeout):
             # The grpc exporters raise on a non-numeric timeout.
             plan.scoped_environ[name] = None
@@ -693,15 +726,16 @@ def _plan_id_generator(plan: _Plan) -> None:
     plan.kwargs["id_generator"] = generator
 
 
-def _batch_settings(settings: tuple[tuple[str, str, int, int], ...]) -> dict[str, int]:
+def _batch_settings(settings: tuple[tuple[str, str, int, int, int], ...]) -> dict[str, int]:
     """Explicit processor arguments for the variables that are set (validated)."""
     values: dict[str, int] = {}
     defaults: dict[str, int] = {}
     variables: dict[str, str] = {}
-    for name, argument, default, minimum in settings:
+    for name, argument, default, minimum, maximum in settings:
         defaults[argument] = default
         variables[argument] = name
-        value = _config.env_int(name, None, minimum=minimum, fallback=f"the default {default}")
+        value = _config.env_int(name, None, minimum=minimum, maximum=maximum,
+                                fallback=f"the default {default}")
         if _config.env_str(name) is not None:
             values[argument] = default if value is None else value
     queue = values.get("max_queue_size", defaults["max_queue_size"])
@@ -744,6 +778,7 @@ def _plan_metric_reader(plan: _Plan) -> None:
         OTEL_METRIC_EXPORT_INTERVAL,
         None,
         minimum=1,
+        maximum=_MAX_METRIC_MILLIS,
         fallback=f"the default {_DEFAULT_METRIC_EXPORT_INTERVAL}",
     )
     if _is_bad(OTEL_METRIC_EXPORT_INTERVAL, interval):
@@ -752,6 +787,7 @@ def _plan_metric_reader(plan: _Plan) -> None:
         OTEL_METRIC_EXPORT_TIMEOUT,
         None,
         minimum=0,
+        maximum=_MAX_METRIC_MILLIS,
         fallback=f"the default {_DEFAULT_METRIC_EXPORT_TIMEOUT}",
     )
     if _is_bad(OTEL_METRIC_EXPORT_TIMEOUT, timeout):

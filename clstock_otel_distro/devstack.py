@@ -29,6 +29,7 @@ from pathlib import Path
 
 __all__ = [
     "GRACEFUL_EXIT_CODES",
+    "GunicornProcess",
     "ServiceProcess",
     "ServiceStartError",
     "find_app_dir",
@@ -209,3 +210,24 @@ class ServiceProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class GunicornProcess(ServiceProcess):
+    """One ClStock app served by gunicorn with uvicorn workers, in a subprocess.
+
+    ``gunicorn -k uvicorn.workers.UvicornWorker -w WORKERS app``, the way ClStock is
+    deployed behind a process manager; ``server_args`` adds options (``--preload``).
+    ``stop()`` SIGTERMs the master and its workers, as for uvicorn.
+    """
+
+    def __init__(self, name: str, app: str, app_dir: Path, *, workers: int = 2,
+                 worker_class: str = "uvicorn.workers.UvicornWorker", **kwargs: object) -> None:
+        super().__init__(name, app, app_dir, **kwargs)  # type: ignore[arg-type]
+        self.workers = workers
+        self.worker_class = worker_class
+
+    def command(self) -> list[str]:
+        server = [sys.executable, "-m", "gunicorn", "-k", self.worker_class,
+                  "-w", str(self.workers), "--bind", f"127.0.0.1:{self.port}",
+                  *self.server_args, self.app]
+        return [_bin("opentelemetry-instrument"), *server] if self.instrumented else server

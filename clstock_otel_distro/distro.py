@@ -1,15 +1,28 @@
 """ClStockDistro: the ``opentelemetry_distro`` entry point named ``clstock``.
 
 ``opentelemetry-instrument`` picks it (``_load_distro``) and calls ``_configure``
-before any configurator runs. It only sets defaults for standard variables with
-``os.environ.setdefault``, so a value the operator set always wins; the SDK
-wiring lives in :mod:`clstock_otel_distro.configurator`.
+before any configurator runs. It only sets defaults for standard variables, so a
+value the operator set always wins; the SDK wiring lives in
+:mod:`clstock_otel_distro.configurator`.
+
+A default applies when the variable is unset or empty (the spec treats an empty
+value as unset; ``os.environ.setdefault`` alone would leave ``OTEL_TRACES_EXPORTER=``
+meaning "no exporter"). A variable given a default here whose value is bad, and
+which nothing else checks before it is used, logs one warning naming it and the
+value and gets the default instead: it is the value the operator gets when the
+variable is unset, so it is the documented fallback.
+
+The few variables read before the configurator could check them are checked here
+too, the same way: the span and log record limits (importing the SDK's trace module
+parses one, and raises on a bad value), the resource detectors (importing its logs
+module builds a resource), the configurator's name, and our curl_cffi URL patterns.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
@@ -19,18 +32,87 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_CONF
 from opentelemetry.instrumentation.logging.environment_variables import (
     OTEL_PYTHON_LOG_CORRELATION,
 )
-from opentelemetry.sdk.environment_variables import OTEL_EXPORTER_OTLP_PROTOCOL
-from opentelemetry.util._importlib_metadata import EntryPoint
+from opentelemetry.sdk.environment_variables import (
+    OTEL_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_BSP_EXPORT_TIMEOUT,
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+    OTEL_BSP_MAX_QUEUE_SIZE,
+    OTEL_BSP_SCHEDULE_DELAY,
+    OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_LINK_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_EVENT_COUNT_LIMIT,
+    OTEL_SPAN_LINK_COUNT_LIMIT,
+)
+from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
+from clstock_otel_distro import _config
 from clstock_otel_distro._logging import install_stderr_fallback
+from clstock_otel_distro.environment_variables import (
+    OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
+    OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
+)
 
-__all__ = ["ClStockDistro", "distro_ran"]
+__all__ = [
+    "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+    "DEFAULT_BSP_EXPORT_TIMEOUT",
+    "DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE",
+    "DEFAULT_BSP_MAX_QUEUE_SIZE",
+    "DEFAULT_BSP_SCHEDULE_DELAY",
+    "DEFAULT_SANITIZE_FIELDS",
+    "ClStockDistro",
+    "distro_ran",
+]
 
 _logger = logging.getLogger(__name__)
 install_stderr_fallback()
 
-# Upstream keeps this name in a private module (opentelemetry.instrumentation._semconv).
+# Upstream keeps these names in private modules (opentelemetry.instrumentation._semconv,
+# opentelemetry.util.http).
 OTEL_SEMCONV_STABILITY_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS = (
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+)
+
+DEFAULT_BSP_MAX_QUEUE_SIZE = 8192
+DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_BSP_SCHEDULE_DELAY = 1000
+DEFAULT_BSP_EXPORT_TIMEOUT = 10000
+DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT = 4096
+# Regular expressions, searched case-insensitively in header names.
+DEFAULT_SANITIZE_FIELDS = (
+    "authorization,proxy-authorization,cookie,set-cookie,x-api-key,api-key,apikey,"
+    ".*token.*,.*secret.*,.*session.*,.*password.*,.*credential.*"
+)
+
+# Sizes and durations beyond these are typos (or would overflow a deque or a
+# thread wait), not settings.
+_MAX_QUEUE_SIZE = 1_000_000
+_MAX_MILLIS = 3_600_000
+
+_MAX_LIMIT = 2**31 - 1
+_LIMIT_VARIABLES = (
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_SPAN_EVENT_COUNT_LIMIT,
+    OTEL_SPAN_LINK_COUNT_LIMIT,
+    OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LINK_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+)
+
+# The stability opt-in values the instrumentations know (upstream's _StabilityMode).
+_SEMCONV_OPT_IN_VALUES = ("http", "http/dup", "database", "database/dup",
+                          "gen_ai_latest_experimental")
 
 # Set by ClStockDistro._configure; read by the post-instrument start-up check to
 # tell whether another distro won the entry-point lookup.
@@ -42,6 +124,100 @@ def distro_ran() -> bool:
     return _distro_ran
 
 
+def _setdefault(name: str, value: object) -> str:
+    """``os.environ.setdefault`` for which an empty value counts as unset, as in the spec."""
+    if _config.env_str(name) is None:
+        os.environ[name] = str(value)
+    return os.environ[name]
+
+
+def _default_int(name: str, value: int, *, minimum: int, maximum: int) -> int:
+    """Set an integer default; a bad value warns once and is replaced by the default."""
+    number = _config.env_int(name, None, minimum=minimum, maximum=maximum,
+                             fallback=f"the default {value}")
+    if number is None:
+        os.environ[name] = str(value)
+        return value
+    return number
+
+
+def _default_choice(name: str, value: str, choices: list[str]) -> None:
+    """Set a default among ``choices``; a bad value warns once and is replaced by it.
+
+    The value is written back as the choice spells it: upstream compares exactly.
+    """
+    choice = _config.env_choice(name, None, choices, fallback=f"the default {value!r}")
+    os.environ[name] = value if choice is None else choice
+
+
+def _default_bool(name: str, value: bool) -> None:
+    """Set a boolean default; a bad value warns once and is replaced by it.
+
+    Written back as ``true``/``false``: upstream takes anything but "true" as false.
+    """
+    # Different answers for opposite defaults: unset, empty or not a boolean.
+    if _config.env_bool(name, value) != _config.env_bool(name, not value):
+        os.environ[name] = "true" if value else "false"
+    else:
+        os.environ[name] = "true" if _config.env_bool(name, value) else "false"
+
+
+def _default_list(name: str, value: str | None, valid: Any, what: str) -> None:
+    """A comma-separated default; bad entries are dropped with one warning (none left: default).
+
+    With ``value`` None there is no default to set: a bad entry is only dropped, and
+    when none is left the variable is removed.
+    """
+    raw = _config.env_str(name)
+    if raw is None:
+        if value is not None:
+            os.environ[name] = value
+        return
+    entries = [entry.strip() for entry in raw.split(",") if entry.strip()]
+    good = [entry for entry in entries if valid(entry)]
+    if len(good) == len(entries):
+        return
+    bad = ", ".join(repr(entry) for entry in entries if entry not in good)
+    fallback = ("the other entries" if good else
+                "none" if value is None else f"the default {value!r}")
+    _config.warn_invalid(name, raw, f"{what} {bad}", fallback)
+    if good or value is not None:
+        os.environ[name] = ",".join(good) if good else value
+    else:
+        del os.environ[name]
+
+
+def _is_regex(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _check_limits() -> None:
+    """The attribute value length default, and a check of every span and log record limit.
+
+    Checked here because it cannot wait for the configurator: importing the SDK's
+    trace module parses OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, and the SDK raises for
+    anything but a non-negative integer or "unset" (no limit), which leaves the
+    process untraced. A bad value warns once and is replaced: the attribute value
+    length limit by our default, the others by nothing (the SDK's default).
+    """
+    for name in _LIMIT_VARIABLES:
+        raw = _config.env_str(name)
+        if raw is not None and raw.lower() == "unset":
+            continue
+        ours = DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT if name == OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT \
+            else None
+        fallback = "the default" if ours is None else f"the default {ours}"
+        if _config.env_int(name, None, minimum=0, maximum=_MAX_LIMIT, fallback=fallback) is None:
+            if ours is not None:
+                os.environ[name] = str(ours)
+            else:
+                os.environ.pop(name, None)
+
+
 class ClStockDistro(BaseDistro):
     """Sets ClStock's defaults for the standard OpenTelemetry variables."""
 
@@ -49,21 +225,71 @@ class ClStockDistro(BaseDistro):
         global _distro_ran
         _distro_ran = True
         # Traces are the product: export them, to a collector or `clstock-otel collect`.
-        os.environ.setdefault(OTEL_TRACES_EXPORTER, "otlp")
+        _setdefault(OTEL_TRACES_EXPORTER, "otlp")
         # The span-derived and runtime metrics go the same way as the traces.
-        os.environ.setdefault(OTEL_METRICS_EXPORTER, "otlp")
+        _setdefault(OTEL_METRICS_EXPORTER, "otlp")
         # The spec's recommended default (the SDK alone picks grpc); it also keeps
         # grpc from being imported at start-up.
-        os.environ.setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")
+        _setdefault(OTEL_EXPORTER_OTLP_PROTOCOL, "http/protobuf")
         # Pin our configurator when others are installed: _load_configurators
-        # otherwise runs whichever entry point comes first.
-        os.environ.setdefault(OTEL_PYTHON_CONFIGURATOR, "clstock")
+        # otherwise runs whichever entry point comes first, and runs none at all
+        # for a name no configurator has (checked here, before it looks).
+        configurators = sorted({ep.name for ep in entry_points(group="opentelemetry_configurator")})
+        _default_choice(OTEL_PYTHON_CONFIGURATOR, "clstock", configurators)
         # Trace and span ids in every log record (the logging instrumentation's
-        # record factory and format), so logs join their traces.
-        os.environ.setdefault(OTEL_PYTHON_LOG_CORRELATION, "true")
+        # record factory and format), so logs join their traces. Upstream reads
+        # anything but "true" as false.
+        _default_bool(OTEL_PYTHON_LOG_CORRELATION, True)
         # Stable HTTP semantic conventions (http.request.method, url.full, ...)
         # from the FastAPI/requests instrumentations, matching our own spans.
-        os.environ.setdefault(OTEL_SEMCONV_STABILITY_OPT_IN, "http")
+        # Upstream ignores unknown values, which means the old conventions.
+        _default_list(OTEL_SEMCONV_STABILITY_OPT_IN, "http", _SEMCONV_OPT_IN_VALUES.__contains__,
+                      "unknown value")
+
+        # A queue of 8192 spans (spec: 2048) rides out about 4 s of a collector restart or
+        # stall at the busiest rate measured (about 2000 spans/s, /health at 700
+        # requests/s on 2 cores) without dropping a span; the spec's queue, 1 s. At
+        # about 3 KB a span it costs up to 25 MB while the collector is away (2048: 6 MB),
+        # and never more: the queue is bounded.
+        queue = _default_int(OTEL_BSP_MAX_QUEUE_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE,
+                             minimum=1, maximum=_MAX_QUEUE_SIZE)
+        # The spec's 512 spans per export request (a few hundred KB of OTLP), never
+        # more than the queue holds (the SDK refuses a batch larger than the queue).
+        _default_int(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, min(DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, queue),
+                     minimum=1, maximum=_MAX_QUEUE_SIZE)
+        # Export every second (spec: 5 s): traces show up while one still looks for
+        # them, and a process killed without warning (SIGKILL, OOM) loses one second
+        # of spans, not five. At idle it costs at most one small request per second.
+        _default_int(OTEL_BSP_SCHEDULE_DELAY, DEFAULT_BSP_SCHEDULE_DELAY,
+                     minimum=1, maximum=_MAX_MILLIS)
+        # Matches the OTLP exporters' own 10 s timeout (spec: 30 s). SDK 1.45 does not
+        # enforce it yet (opentelemetry-python#4555); when it does, one stalled export
+        # must not hold a full queue for 30 s.
+        _default_int(OTEL_BSP_EXPORT_TIMEOUT, DEFAULT_BSP_EXPORT_TIMEOUT,
+                     minimum=0, maximum=_MAX_MILLIS)
+
+        # Attribute values are cut at 4096 characters (spec: unlimited). A huge query
+        # string, request body or exception message must not make one span weigh
+        # megabytes, nor a batch exceed what the collector accepts (4 MiB by default
+        # for gRPC), which would cost the whole batch. The other limits are checked too.
+        _check_limits()
+        # Should an operator turn on HTTP header capture
+        # (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*), credentials in those headers are
+        # recorded as "[REDACTED]" (upstream's default masks nothing). A pattern that
+        # is not a regular expression would fail every request (the FastAPI middleware
+        # compiles the list when the app serves its first request).
+        _default_list(OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS,
+                      DEFAULT_SANITIZE_FIELDS, _is_regex, "not a regular expression:")
+        # No default here (the configurator adds process,os,host), only the check, which
+        # cannot wait for the configurator: importing the SDK's logs module already
+        # builds a resource, and the SDK logs a traceback for an unknown detector.
+        detectors = {ep.name for ep in entry_points(group="opentelemetry_resource_detector")}
+        _default_list(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, None,
+                      lambda name: name == "*" or name in detectors, "unknown resource detector")
+        # No default (every URL is traced), only the check: the curl_cffi
+        # instrumentation compiles these patterns and would fail to load on a bad one.
+        _default_list(OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS, None, _is_regex,
+                      "not a regular expression:")
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         """Load and instrument one entry point; a failing instrumentor is skipped, not fatal.
@@ -73,6 +299,13 @@ class ClStockDistro(BaseDistro):
         instrumentor unloaded. One broken instrumentation must not cost the others,
         so the failure is logged as one warning (traceback at debug) and skipped.
         """
+        if entry_point.name == "fastapi" and not _config.env_bool(
+            OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS, False
+        ):
+            # The ASGI middleware's internal "http send"/"http receive" spans, two or
+            # three per request, carry no information a server span lacks and cost
+            # about a third of the middleware's time: left out unless asked for.
+            kwargs.setdefault("exclude_spans", ["receive", "send"])
         try:
             instrumentor = entry_point.load()
             instrumentor().instrument(**kwargs)

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
     "DEFAULT_CURL_CFFI_EXCLUDED_URLS",
+    "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
     "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
@@ -81,16 +82,30 @@ instrumentation creates no client span.
 **Default value:** empty (every request is traced)
 """
 
-DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT = 2000
+DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT = 1000
 
 OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT"
 """
 .. envvar:: OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT
 
-Milliseconds a process terminated by SIGTERM spends, at most, handing its queued
-spans, metrics and logs to the exporters before it exits. A process left at the
-default SIGTERM action would otherwise die without flushing (uvicorn re-raises
-SIGTERM after its graceful shutdown).
+Milliseconds an exiting process spends, at most, handing its queued spans, metrics
+and logs to the exporters and shutting them down, whether it was terminated by
+SIGTERM or exits normally. The providers are shut down in parallel; whatever is not
+delivered by then (the collector is down or does not answer) is given up, so the
+process exits on time instead of waiting out the exporters' retries (8 to 15 s).
+A process left at the default SIGTERM action would otherwise die without flushing
+(uvicorn re-raises SIGTERM after its graceful shutdown).
 
-**Default value:** ``2000``
+**Default value:** ``1000``
+"""
+
+OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS = "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS
+
+``true`` brings back the FastAPI/ASGI middleware's internal ``http send`` and
+``http receive`` spans, which the distro leaves out by default (they repeat the
+server span's information at a cost on every request).
+
+**Default value:** ``false``
 """

@@ -21,6 +21,30 @@ DEFAULTS = {
     "OTEL_PYTHON_CONFIGURATOR": "clstock",
     "OTEL_PYTHON_LOG_CORRELATION": "true",
     "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "8192",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512",
+    "OTEL_BSP_SCHEDULE_DELAY": "1000",
+    "OTEL_BSP_EXPORT_TIMEOUT": "10000",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "4096",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": (
+        distro_module.DEFAULT_SANITIZE_FIELDS
+    ),
+}
+
+# A valid value other than the default, per variable (some are checked).
+OPERATOR_VALUES = {
+    "OTEL_TRACES_EXPORTER": "console",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    "OTEL_PYTHON_CONFIGURATOR": "clstock",
+    "OTEL_PYTHON_LOG_CORRELATION": "false",
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http/dup",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "50",
+    "OTEL_BSP_SCHEDULE_DELAY": "250",
+    "OTEL_BSP_EXPORT_TIMEOUT": "5000",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "unset",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": "x-internal-.*",
 }
 
 
@@ -75,10 +99,10 @@ def test_default_set_when_unset(name, value):
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_user_value_wins(monkeypatch, name):
-    """A value the operator set is never overwritten."""
-    monkeypatch.setenv(name, "operator-choice")
+    """A valid value the operator set is never overwritten."""
+    monkeypatch.setenv(name, OPERATOR_VALUES[name])
     ClStockDistro()._configure()
-    assert os.environ[name] == "operator-choice"
+    assert os.environ[name] == OPERATOR_VALUES[name]
 
 
 def test_configure_sets_nothing_else():
@@ -149,3 +173,17 @@ def test_upstream_loop_continues_after_failure(monkeypatch, caplog):
     assert Recorder.calls == [{"skip_dep_check": True}]
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("'first'" in m for m in messages)
+
+
+def test_fastapi_internal_spans_left_out_by_default():
+    """The fastapi instrumentor is asked to leave out the ASGI send/receive spans."""
+    ClStockDistro().load_instrumentor(FakeEntryPoint("fastapi", lambda: Recorder))
+    ClStockDistro().load_instrumentor(FakeEntryPoint("requests", lambda: Recorder))
+    assert Recorder.calls == [{"exclude_spans": ["receive", "send"]}, {}]
+
+
+def test_fastapi_internal_spans_on_request(monkeypatch):
+    """OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS=true keeps them."""
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS", "true")
+    ClStockDistro().load_instrumentor(FakeEntryPoint("fastapi", lambda: Recorder))
+    assert Recorder.calls == [{}]
