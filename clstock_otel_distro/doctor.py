@@ -1012,7 +1012,6 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
     _config.env_int(
         OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT, DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT, minimum=0
     )
-    _check_excluded_urls(section)
     return plan
 
 
@@ -1020,7 +1019,12 @@ def _check_excluded_urls(section: Section) -> None:
     # Each *_EXCLUDED_URLS list is compiled into one regular expression when its
     # instrumentation starts (opentelemetry.util.http.ExcludeList): a bad pattern
     # makes that instrumentation fail to load.
+    # Variables the distro validates itself (falling back to no pattern) are reported
+    # from its warning, once; the check here covers the other instrumentations' lists.
+    already = {f.subject for f in section.findings}
     for name in sorted(n for n in os.environ if n.endswith("_EXCLUDED_URLS")):
+        if f"invalid {name}" in already:
+            continue
         patterns = [p.strip() for p in os.environ[name].split(",")] if os.environ[name] else []
         if not patterns:
             continue
@@ -1224,6 +1228,7 @@ def diagnose(
             _check_targets(targets, root)
             _check_libraries(libraries)
             _report_invalid_values(configuration, captured)
+            _check_excluded_urls(configuration)
             _check_endpoint(endpoint, plan, network=network, timeout=timeout)
     redact.apply(report)
     return report

@@ -39,6 +39,8 @@ from opentelemetry.util.http import (
     sanitize_method,
 )
 
+# One list of secret query parameters for the whole distro (the span processor's).
+from clstock_otel_distro._redaction import REDACTED, SENSITIVE_QUERY_PARAMETERS
 from clstock_otel_distro.instrumentors._patching import (
     AttributePatch,
     MeasuredCall,
@@ -69,18 +71,6 @@ __all__ = ["SENSITIVE_QUERY_PARAMETERS", "CurlCffiInstrumentor", "redact_url"]
 
 _instruments = ("curl_cffi >= 0.6",)
 
-SENSITIVE_QUERY_PARAMETERS: frozenset[str] = frozenset(
-    name.lower()
-    for name in (
-        # The HTTP semantic conventions' list...
-        "AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature",
-        # ...and session tokens and secrets seen in query strings (Yahoo's crumb is
-        # tied to the session cookie: enough to replay requests as that session).
-        "crumb", "token", "access_token", "refresh_token", "id_token", "api_key",
-        "apikey", "key", "password", "passwd", "secret", "client_secret",
-    )
-)
-"""Query parameters (matched case-insensitively) whose values ``url.full`` redacts."""
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -98,7 +88,7 @@ def redact_url(url: str) -> str:
     if not any(name.lower() in SENSITIVE_QUERY_PARAMETERS for name, _ in pairs):
         return url  # left exactly as sent
     query = urlencode(
-        [(name, "REDACTED" if name.lower() in SENSITIVE_QUERY_PARAMETERS else value)
+        [(name, REDACTED if name.lower() in SENSITIVE_QUERY_PARAMETERS else value)
          for name, value in pairs])
     return urlunsplit(parts._replace(query=query))
 

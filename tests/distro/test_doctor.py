@@ -461,7 +461,7 @@ def test_invalid_values_flagged(monkeypatch, registered):
     timeout = the(report, "Configuration", "invalid OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT")
     assert "'soon' is invalid (not an integer)" in timeout.detail
     regex = the(report, "Configuration", "invalid OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS")
-    assert regex.status is Status.PROBLEM and "not a valid regular expression" in regex.detail
+    assert regex.status is Status.PROBLEM and "not a regular expression" in regex.detail
     assert report.problems == 4
     # The effective configuration lists what is set, and the distro's defaults.
     assert the(report, "Configuration", "OTEL_TRACES_SAMPLER='sometimes'").detail == "set"
