@@ -21,7 +21,12 @@ What it provides:
 - **Errors.** :func:`record_error` sets status ERROR, the exception event and
   ``error.type``; the exception itself propagates unchanged.
 - **Duration metrics.** Every call is measured into the instrumentor's histogram,
-  sampled or not.
+  sampled or not. A call whose span records is recorded at once, in its span's
+  context (so an exemplar points at that span); the durations of calls that record
+  no span (the non-sampled fast path) wait in a small per-operation buffer and are
+  recorded when the metrics are next collected (:class:`PendingDurations`): the same
+  values, in the same collection interval, at a fraction of the cost on the call's
+  path.
 
 Usage, in an instrumentor::
 
@@ -43,7 +48,10 @@ import importlib
 import inspect
 import logging
 import numbers
+import os
 import threading
+import weakref
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -53,7 +61,7 @@ from typing import Any
 import wrapt
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.context import attach, detach, get_current
-from opentelemetry.metrics import Histogram, get_meter
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram, get_meter
 from opentelemetry.trace import (
     Span,
     SpanKind,
@@ -85,6 +93,7 @@ __all__ = [
     "ClassPatch",
     "MeasuredCall",
     "Operation",
+    "PendingDurations",
     "ResultExtractor",
     "Target",
     "Telemetry",
@@ -121,6 +130,7 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple, dict], Any]
 WrapperFactory = Callable[["Target"], Wrapper]
 
 _ABSENT: Any = object()  # "not in the class __dict__", distinct from None
+_CODE_DETAILS = ("all", "function", "none")
 _PRIMITIVES = (str, bool, int, float)
 
 # is_suppressed() and Telemetry.skips_child() read the context by key: _SUPPRESS_KEY
@@ -337,9 +347,16 @@ class Target:
             return ArgumentSlot(self.function, name, skip_first=self.bound)
         return ArgumentSlot(signature_of, name, skip_first=True)
 
-    def code_attributes(self) -> dict[str, Any]:
-        """``code.function.name`` and, when cheaply known, file path and line number."""
+    def code_attributes(self, detail: str = "all") -> dict[str, Any]:
+        """``code.function.name`` and, when cheaply known, file path and line number.
+
+        ``detail``: ``"all"`` (the three), ``"function"`` (the name only) or ``"none"``.
+        """
+        if detail == "none":
+            return {}
         attributes: dict[str, Any] = {CODE_FUNCTION_NAME: self.qualified_name}
+        if detail == "function":
+            return attributes
         try:
             code = inspect.unwrap(self.function).__code__
         except (AttributeError, ValueError):  # builtins, odd callables
@@ -399,8 +416,128 @@ class TraceSpec:
 
 
 # --------------------------------------------------------------------------------------
+# Deferred duration metrics
+# --------------------------------------------------------------------------------------
+
+# Why defer: the SDK's Histogram.record costs about 6 µs a call (the measurement
+# object, its attributes cleaned and hashed, the aggregation's lock), four times what
+# the rest of a non-sampled traced call costs. For a call that records no span, the
+# duration is instead appended to an array (about 0.1 µs) and handed to the SDK when
+# the metric reader collects: an observable instrument's callback runs at the start
+# of every collection (periodic export, force_flush, shutdown) and records what is
+# pending, so every value lands in the same collection interval as before, with the
+# same attributes: the exported histogram is the same. What changes: that work runs
+# on the collecting thread, not on the call's; such values carry no exemplar (the
+# default trace-based exemplar filter keeps none for non-sampled calls anyway); and
+# an operation holds at most PENDING_LIMIT values (8 bytes each) between two
+# collections, beyond which its calls are recorded at once again, as before.
+PENDING_LIMIT = 16384
+
+
+class PendingDurations:
+    """Durations waiting for the next collection of one histogram, per attribute set."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._lock = threading.Lock()
+        self._slots: dict[tuple, tuple[Mapping[str, Any], array]] = {}
+
+    def slot(self, attributes: Mapping[str, Any]) -> array:
+        """The array collecting the durations recorded with ``attributes``."""
+        key = tuple(sorted(attributes.items()))
+        with self._lock:
+            found = self._slots.get(key)
+            if found is None:
+                found = self._slots[key] = (dict(attributes), array("d"))
+        return found[1]
+
+    def flush(self, options: CallbackOptions | None = None) -> list[Any]:
+        """Record every pending duration; an observable callback (it observes nothing)."""
+        record = self.histogram.record
+        for attributes, values in self._take():
+            try:
+                for value in values:
+                    record(value, attributes)
+            except Exception:
+                _logger.debug("clstock-otel could not record pending durations", exc_info=True)
+        return []
+
+    def _take(self) -> list[tuple[Mapping[str, Any], array]]:
+        # Under the lock, so that two collections never take the same values. Calls
+        # append without it: an append landing between the copy and the delete is
+        # after the copied prefix, which is all that is deleted.
+        taken = []
+        with self._lock:
+            for attributes, values in self._slots.values():
+                count = len(values)
+                if count:
+                    taken.append((attributes, values[:count]))
+                    del values[:count]
+        return taken
+
+    def forget_in_child(self) -> None:
+        """Drop what is pending, in a forked child (its parent records those values).
+
+        The child has one thread, but the lock may have been copied held: it is
+        replaced, not taken.
+        """
+        self._lock = threading.Lock()
+        for _, values in self._slots.values():
+            del values[:]
+
+
+# One PendingDurations per histogram instrument: a meter returns the same instrument
+# when an instrumentor is instrumented again, and an observable instrument can be
+# registered only once per meter and name (the SDK returns the first one, with its
+# callbacks), so the buffer and its callback are shared by every Telemetry using it.
+_PENDING: weakref.WeakKeyDictionary[Any, PendingDurations] = weakref.WeakKeyDictionary()
+_PENDING_LOCK = threading.Lock()
+
+
+def _pending_durations(meter: Meter, histogram: Histogram, name: str) -> PendingDurations | None:
+    """The deferred recorder of ``histogram``; None when recording is free anyway."""
+    if isinstance(histogram, NoOpHistogram):
+        return None
+    with _PENDING_LOCK:
+        pending = _PENDING.get(histogram)
+        if pending is None:
+            pending = PendingDurations(histogram)
+            try:
+                meter.create_observable_gauge(f"{name}.pending", callbacks=[pending.flush],
+                                              unit="s")
+            except Exception:  # no collection hook: record every call at once
+                _logger.debug("clstock-otel cannot defer %s", name, exc_info=True)
+                return None
+            _PENDING[histogram] = pending
+    return pending
+
+
+def _forget_pending_in_child() -> None:
+    for pending in list(_PENDING.values()):
+        pending.forget_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pending_in_child)
+
+
+# --------------------------------------------------------------------------------------
 # Telemetry: tracer, histogram and the non-sampled fast path
 # --------------------------------------------------------------------------------------
+
+
+def _static_decision(sampler: Any, decision: Any) -> bool:
+    """Whether ``sampler`` always decides ``decision`` (ALWAYS_ON / ALWAYS_OFF)."""
+    from opentelemetry.sdk.trace.sampling import StaticSampler
+
+    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is decision
+
+
+def _sampler_of(tracer: Tracer) -> Any:
+    sampler = getattr(tracer, "sampler", None)
+    if sampler is None:  # a ProxyTracer: look at the tracer it delegates to, if any yet
+        sampler = getattr(getattr(tracer, "_tracer", None), "sampler", None)
+    return sampler
 
 
 def _drops_unsampled_children(tracer: Tracer) -> bool | None:
@@ -410,25 +547,35 @@ def _drops_unsampled_children(tracer: Tracer) -> bool | None:
     "parent not sampled" delegates are ``ALWAYS_OFF``: such a child would be a
     non-recording span, so the wrapper can skip creating it altogether.
     """
-    sampler = getattr(tracer, "sampler", None)
-    if sampler is None:  # a ProxyTracer: look at the tracer it delegates to, if any yet
-        sampler = getattr(getattr(tracer, "_tracer", None), "sampler", None)
+    sampler = _sampler_of(tracer)
     if sampler is None:
         return None
     try:
-        from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
     except ImportError:  # pragma: no cover - a sampler without the SDK
         return False
     if not isinstance(sampler, ParentBased):
         return False
-    delegates = (
-        getattr(sampler, "_local_parent_not_sampled", None),
-        getattr(sampler, "_remote_parent_not_sampled", None),
-    )
-    return all(
-        isinstance(d, StaticSampler) and getattr(d, "_decision", None) is Decision.DROP
-        for d in delegates
-    )
+    return all(_static_decision(getattr(sampler, name, None), Decision.DROP)
+               for name in ("_local_parent_not_sampled", "_remote_parent_not_sampled"))
+
+
+def _records_sampled_children(tracer: Tracer) -> bool | None:
+    """Whether ``tracer`` records every child of a sampled local parent; None if unknown.
+
+    True for the SDK's default sampler, ``ParentBased`` whose "local parent sampled"
+    delegate is ``ALWAYS_ON``: such a child is certain to record, so its call-time
+    attributes can be computed before it starts and given to ``start_span``.
+    """
+    sampler = _sampler_of(tracer)
+    if sampler is None:
+        return None
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+    except ImportError:  # pragma: no cover - a sampler without the SDK
+        return False
+    return isinstance(sampler, ParentBased) and _static_decision(
+        getattr(sampler, "_local_parent_sampled", None), Decision.RECORD_AND_SAMPLE)
 
 
 class Telemetry:
@@ -455,8 +602,25 @@ class Telemetry:
             description=description,
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
+        # ``code_attributes`` (an instrument() argument): "all" (code.function.name,
+        # code.file.path, code.line.number on every span), "function" or "none". Each
+        # attribute costs about 1 µs when the span starts and 5-6 µs when the OTLP
+        # exporter encodes it: the file path and line number are a third of what an
+        # exported ClStock span costs (bench/README.md).
+        detail = kwargs.get("code_attributes", "all")
+        if detail not in _CODE_DETAILS:
+            _logger.warning("clstock-otel: code_attributes=%r is not one of %s; using 'all'",
+                            detail, ", ".join(map(repr, _CODE_DETAILS)))
+            detail = "all"
+        self.code_detail: str = detail
+        # ``defer_unsampled_durations=False`` (an instrument() argument) records every
+        # call's duration at once, on the call's thread (see PENDING_LIMIT).
+        self.pending: PendingDurations | None = None
+        if kwargs.get("defer_unsampled_durations", True):
+            self.pending = _pending_durations(meter, self.histogram, histogram)
         self.operation_key = operation_key
         self._drops_unsampled: bool | None = None
+        self._records_sampled: bool | None = None
         # The last parent found non-sampled: in a non-sampled trace many traced calls
         # share a parent, and an identity check is cheaper than re-reading its flags.
         # (A strong reference to one small span object; replaced by the next one.)
@@ -471,6 +635,30 @@ class Telemetry:
                 return False
             self._drops_unsampled = known
         return known
+
+    def records_sampled_children(self) -> bool:
+        """Whether children of a sampled local parent always record (checked once)."""
+        known = self._records_sampled
+        if known is None:
+            known = _records_sampled_children(self.tracer)
+            if known is None:  # no real tracer yet: ask again next time
+                return False
+            self._records_sampled = known
+        return known
+
+    def records_child(self, ctx: Any) -> bool:
+        """Whether a span started in ``ctx`` is certain to record.
+
+        True when the current span is a local, sampled, recording parent (one of
+        this process's spans) and the sampler records every child of such a parent:
+        the default ``parentbased_always_on`` or ``parentbased_traceidratio``.
+        """
+        parent = ctx.get(_SPAN_KEY)
+        if parent is None or not parent.is_recording():
+            return False
+        parent_context = parent.get_span_context()
+        return bool(parent_context.trace_flags & _SAMPLED) and not parent_context.is_remote \
+            and self.records_sampled_children()
 
     def skips_child(self, ctx: Any) -> bool:
         """Whether a span started in ``ctx`` can be skipped: the fast path.
@@ -505,6 +693,8 @@ class Operation:
     __slots__ = (
         "_metric_errors",
         "_metric_ok",
+        "_pending",
+        "_records",
         "call_extractors",
         "classifies",
         "histogram",
@@ -525,7 +715,7 @@ class Operation:
         self.histogram = telemetry.histogram
         self.name = spec.name or target.span_name
         self.kind = spec.kind
-        self.static_attributes = target.code_attributes()
+        self.static_attributes = target.code_attributes(telemetry.code_detail)
         self.runtime_owner = target.owner if target.track_runtime_class else None
         self.call_extractors = tuple((key, build(target)) for key, build in spec.attributes.items())
         self.result_extractors = tuple(
@@ -541,6 +731,10 @@ class Operation:
         key = telemetry.operation_key
         self._metric_ok: dict[str, Any] = {key: self.name} if key else {}
         self._metric_errors: dict[str, dict[str, Any]] = {}
+        pending = telemetry.pending
+        self._pending = pending.slot(self._metric_ok) if pending is not None else None
+        # Recording into the API's no-op histogram (no MeterProvider) is skipped.
+        self._records = not isinstance(self.histogram, NoOpHistogram)
 
     # -- start -------------------------------------------------------------------------
 
@@ -549,15 +743,26 @@ class Operation:
         """Start one call: a traced call, a measured-only call (fast path), or None
         ("just call through": instrumentation is suppressed)."""
         ctx = get_current()
-        if is_suppressed(ctx):
+        # is_suppressed() and Telemetry.skips_child(), inlined: this is every call's path.
+        if ctx.get(_SUPPRESS_KEY) or ctx.get(_SUPPRESS_KEY_PLAIN):
             return None
-        if self.telemetry.skips_child(ctx):
+        telemetry = self.telemetry
+        parent = ctx.get(_SPAN_KEY)
+        if parent is not None and (parent is telemetry.unsampled_parent
+                                   or telemetry._drops_children_of(parent)):
             return MeasuredCall(self, instance, args, kwargs)
-        span = self.start_span(ctx, self.name, self.static_attributes)
-        if span is None:
-            return None
-        if span.is_recording():
-            self.annotate_call(span, instance, args, kwargs)
+        if telemetry.records_child(ctx):
+            # Certain to record: the call-time attributes go to start_span with the
+            # static ones (one attribute copy instead of two; a sampler sees them).
+            span = self.start_span(ctx, self.name, self.call_attributes(instance, args, kwargs))
+            if span is None:
+                return None
+        else:
+            span = self.start_span(ctx, self.name, self.static_attributes)
+            if span is None:
+                return None
+            if span.is_recording():
+                self.annotate_call(span, instance, args, kwargs)
         call = TracedCall(self, span, set_span_in_context(span, ctx), instance, args, kwargs)
         if activate:
             call.activate()
@@ -573,7 +778,14 @@ class Operation:
 
     def annotate_call(self, span: Span, instance: Any, args: tuple, kwargs: dict) -> None:
         """Set the call-time attributes of a recording span (each extractor guarded)."""
-        attributes: dict[str, Any] = {}
+        attributes = self.call_attributes(instance, args, kwargs, static=False)
+        if attributes:
+            span.set_attributes(attributes)
+
+    def call_attributes(self, instance: Any, args: tuple, kwargs: dict,
+                        static: bool = True) -> dict[str, Any]:
+        """The call-time attributes (each extractor guarded), after the static ones."""
+        attributes: dict[str, Any] = dict(self.static_attributes) if static else {}
         owner = self.runtime_owner
         if owner is not None and instance is not None:
             runtime = instance if isinstance(instance, type) else type(instance)
@@ -589,8 +801,7 @@ class Operation:
                 continue
             if value is not None:
                 attributes[key] = value
-        if attributes:
-            span.set_attributes(attributes)
+        return attributes
 
     # -- finish ------------------------------------------------------------------------
 
@@ -633,8 +844,18 @@ class Operation:
             safe_call(self.on_failure, what="failure callback")
 
     def record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
-        """Record the call's duration in the histogram, ``error.type`` on failure."""
+        """Record the call's duration in the histogram, ``error.type`` on failure.
+
+        A successful call without a recording span is deferred to the next collection
+        (see PendingDurations); one with a recording span is recorded in its context.
+        """
+        if not self._records:
+            return
         if failure is None:
+            pending = self._pending
+            if pending is not None and not call.recording and len(pending) < PENDING_LIMIT:
+                pending.append(elapsed)
+                return
             attributes = self._metric_ok
         else:
             attributes = self._metric_errors.get(failure)
@@ -642,13 +863,18 @@ class Operation:
                 attributes = {**self._metric_ok, ERROR_TYPE: failure}
                 if len(self._metric_errors) < 64:  # bounded: error types are few
                     self._metric_errors[failure] = attributes
-        self.histogram.record(elapsed, attributes)
+        self.histogram.record(elapsed, attributes, call.metric_context())
 
 
 class MeasuredCall:
     """One call in flight that is measured but not traced (the non-sampled fast path)."""
 
     __slots__ = ("args", "instance", "kwargs", "note", "op", "started")
+    recording = False  # whether the call has a recording span
+
+    def metric_context(self) -> Any:
+        """The context its duration is recorded in (None: the current one)."""
+        return None
 
     def __init__(self, op: Operation, instance: Any, args: tuple, kwargs: dict) -> None:
         self.op = op
@@ -695,7 +921,7 @@ class MeasuredCall:
 class TracedCall(MeasuredCall):
     """One traced call in flight: its span, and the token of its current context."""
 
-    __slots__ = ("context", "span", "token")
+    __slots__ = ("context", "recording", "span", "token")
 
     def __init__(self, op: Operation, span: Span, context: Any, instance: Any, args: tuple,
                  kwargs: dict) -> None:
@@ -703,6 +929,11 @@ class TracedCall(MeasuredCall):
         self.span = span
         self.context = context
         self.token: Any = None
+        self.recording = span.is_recording()
+
+    def metric_context(self) -> Any:
+        # The span's own context: an exemplar of this duration points at its span.
+        return self.context
 
     def activate(self) -> None:
         self.token = attach(self.context)

@@ -1,0 +1,84 @@
+"""The code.* attributes of traced spans: all three by default, fewer on request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+import uuid
+from typing import Any
+
+import pytest
+
+from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.semconv import (
+    CLSTOCK_OPERATION_DURATION,
+    CODE_FILE_PATH,
+    CODE_FUNCTION_NAME,
+    CODE_LINE_NUMBER,
+)
+from tests.distro.otel_testing import Telemetry
+
+
+@pytest.fixture
+def telemetry():
+    pipeline = Telemetry.create()
+    yield pipeline
+    pipeline.shutdown()
+
+
+@pytest.fixture
+def module():
+    name = f"fake_clstock_{uuid.uuid4().hex}"
+    fake = types.ModuleType(name)
+    sys.modules[name] = fake
+    yield fake
+    del sys.modules[name]
+
+
+@pytest.fixture
+def patches():
+    installed: list[Any] = []
+    yield installed
+    patching.uninstall_all(installed)
+
+
+def _code_keys(pipeline: Telemetry, module: types.ModuleType, patches: list,
+               **options: Any) -> set[str]:
+    class Predictor:
+        def calculate_score(self, symbol):
+            return 1.0
+
+    module.Predictor = Predictor
+    tel = patching.Telemetry("tests.code", {**pipeline.kwargs, **options},
+                             histogram=CLSTOCK_OPERATION_DURATION)
+    patch = patching.ClassPatch(module.__name__, "Predictor",
+                                {"calculate_score": patching.traced(tel, patching.TraceSpec())})
+    patches.append(patch.install())
+    Predictor().calculate_score("7203")
+    attributes = pipeline.span("Predictor.calculate_score").attributes
+    return {key for key in attributes if key.startswith("code.")}
+
+
+def test_all_code_attributes_by_default(telemetry, module, patches):
+    """Function name, file path and line number, unless told otherwise."""
+    assert _code_keys(telemetry, module, patches) == {
+        CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER}
+
+
+@pytest.mark.parametrize(("detail", "expected"), [
+    ("function", {CODE_FUNCTION_NAME}), ("none", set())])
+def test_fewer_code_attributes_on_request(telemetry, module, patches, detail, expected):
+    """code_attributes="function" keeps the name only; "none" leaves them all out."""
+    assert _code_keys(telemetry, module, patches, code_attributes=detail) == expected
+
+
+def test_an_unknown_code_attributes_value_warns_and_keeps_all(telemetry, module, patches,
+                                                              caplog):
+    """A bad value logs one warning naming it and falls back to all three."""
+    with caplog.at_level(logging.WARNING, logger=patching.__name__):
+        keys = _code_keys(telemetry, module, patches, code_attributes="some")
+    assert keys == {CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER}
+    assert [r.getMessage() for r in caplog.records if "code_attributes" in r.getMessage()] == [
+        "clstock-otel: code_attributes='some' is not one of 'all', 'function', 'none'; "
+        "using 'all'"]
