@@ -1,22 +1,21 @@
 """Per-request overhead: ClStock served plain, with this distro, and with upstream's.
 
     python bench/per_request.py [--rounds 3] [--seconds 3] [--concurrency 4]
+                                [--variants plain,ours,upstream] [--endpoints ...]
 
-Three API processes run side by side from the same checkout, fetching replayed market
-data (caches warm):
-
-- plain     ``uvicorn app.main:app``
-- ours      ``opentelemetry-instrument uvicorn app.main:app`` with this distro,
-            exporting OTLP/HTTP to a live receiver
-- upstream  the same launch line with the upstream opentelemetry-distro and
-            configurator selected, the same exporter, and only the upstream
-            FastAPI/requests/threading/logging instrumentations (ours disabled)
+API processes run side by side from the same checkout, fetching replayed market data
+(caches warm); see ``bench/_services.py`` for the variants (``plain``, ``ours``,
+``upstream``, and settings the distro does not have yet, e.g. ``ours-nosend``: no
+ASGI receive/send spans). Both traced variants export OTLP/HTTP to a live receiver.
 
 Rounds alternate A B C A B C per endpoint; a load generator in a second process
 drives each for a fixed time at fixed concurrency. The table gives throughput, p50
 and p99 (median over rounds, min-max in brackets) and, per round, the ratio to plain
-measured in that same round, plus the CPU microseconds each distro adds per request
-(1/throughput difference: the server is one saturated process).
+measured in that same round, plus two measures of what each distro adds per request:
+the server process's CPU time per request (from /proc: every thread, the exporting
+one included) minus plain's, and 1/throughput minus plain's (the server is one
+saturated process on a machine shared with the load generator). At the end, ten
+sequential requests per endpoint count the spans each variant exports per request.
 """
 
 from __future__ import annotations
@@ -27,12 +26,13 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import requests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from clstock_otel_distro.devstack import ServiceProcess, find_app_dir, upstream_distro_path
-from clstock_otel_distro.otlp_receiver import OTLPReceiver
+from _common import Goal, fmt, goal_lines, machine
+from _services import Sink, Stack, cpu_seconds, stack
 
 HERE = Path(__file__).resolve().parent
 ENDPOINTS = {
@@ -40,22 +40,9 @@ ENDPOINTS = {
     "predict": "/api/v1/predict/7203",
     "health": "/health",
 }
-OUR_INSTRUMENTORS = "clstock_predictor,clstock_data_provider,yfinance,curl_cffi,clstock_methods"
-VARIANTS = ("plain", "ours", "upstream")
-
-
-def _variant_env(variant: str, receiver: OTLPReceiver) -> dict[str, str]:
-    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-            "OTEL_SERVICE_NAME": f"bench-{variant}"}
-    if variant == "ours":
-        return otlp
-    if variant == "upstream":
-        return {**otlp, "PYTHONPATH": str(upstream_distro_path()),
-                "OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator",
-                "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
-                "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": OUR_INSTRUMENTORS}
-    return {}
+DEFAULT_VARIANTS = ("plain", "ours", "upstream", "ours-proposed")
+# Longer than any variant's batch delay (upstream's is the SDK's 5 s).
+EXPORT_WAIT = 5.5
 
 
 def _load(url: str, seconds: float, concurrency: int) -> dict:
@@ -67,79 +54,90 @@ def _load(url: str, seconds: float, concurrency: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _fmt(values: list[float], digits: int = 1) -> str:
-    return (f"{statistics.median(values):.{digits}f} "
-            f"[{min(values):.{digits}f}-{max(values):.{digits}f}]")
+def run(rounds: int, seconds: float, concurrency: int, variants: list[str],
+        endpoints: list[str], span_count: bool = True) -> dict:
+    results: dict[str, dict[str, list[dict]]] = {
+        e: {v: [] for v in variants} for e in endpoints}
+    with stack(variants) as (services, sink):
+        for api in services.apis.values():  # warm code paths before measuring
+            _load(api.url + ENDPOINTS["health"], 1.0, concurrency)
+        for round_no in range(rounds):
+            for endpoint in endpoints:
+                for name in variants:
+                    pid = services.pid(name)
+                    cpu = cpu_seconds(pid)
+                    result = _load(services.apis[name].url + ENDPOINTS[endpoint], seconds,
+                                   concurrency)
+                    result["cpu_us"] = (cpu_seconds(pid) - cpu) / max(1, result["requests"]) * 1e6
+                    result["round"] = round_no
+                    results[endpoint][name].append(result)
+                    print(f"  round {round_no + 1} {endpoint:<16} {name:<16} "
+                          f"{result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.3f} ms  "
+                          f"p99 {result['p99_ms']:7.3f} ms  cpu {result['cpu_us']:7.0f} µs  "
+                          f"errors {result['errors']}", file=sys.stderr)
+        spans = sink.spans
+        per_request = count_spans(services, sink, variants, endpoints) if span_count else {}
+    return {"results": results, "spans_received": spans, "spans_per_request": per_request}
 
 
-def run(rounds: int, seconds: float, concurrency: int) -> dict:
-    app_dir = find_app_dir()
-    results: dict[str, dict[str, list[dict]]] = {e: {v: [] for v in VARIANTS} for e in ENDPOINTS}
-    services: list[ServiceProcess] = []
-    with OTLPReceiver(retain=False) as receiver:
-        try:
-            replay = ServiceProcess("replay", "app.market_replay:app", app_dir,
-                                    instrumented=False).start()
-            services.append(replay)
-            apis = {}
-            for variant in VARIANTS:
-                env = {**_variant_env(variant, receiver), "CLSTOCK_YAHOO_URL": replay.url}
-                apis[variant] = ServiceProcess(f"api-{variant}", "app.main:app", app_dir,
-                                               instrumented=variant != "plain", env=env).start()
-                services.append(apis[variant])
-            for api in apis.values():  # warm caches and code paths before measuring
-                for path in ENDPOINTS.values():
-                    requests.get(api.url + path, timeout=60).raise_for_status()
-                _load(api.url + ENDPOINTS["health"], 1.0, concurrency)
-            for round_no in range(rounds):
-                for endpoint, path in ENDPOINTS.items():
-                    for variant in VARIANTS:
-                        result = _load(apis[variant].url + path, seconds, concurrency)
-                        result["round"] = round_no
-                        results[endpoint][variant].append(result)
-                        print(f"  round {round_no + 1} {endpoint:<16} {variant:<9} "
-                              f"{result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.3f} ms  "
-                              f"p99 {result['p99_ms']:7.3f} ms  errors {result['errors']}",
-                              file=sys.stderr)
-        finally:
-            for service in reversed(services):
-                service.stop()
-        received = receiver.stats()["http"].spans
-    return {"results": results, "spans_received": received}
+def count_spans(services: Stack, sink: Sink, variants: list[str], endpoints: list[str],
+                requests_each: int = 10) -> dict[str, dict[str, float]]:
+    """Spans each variant exports per request of each endpoint (quiet, sequential)."""
+    counts: dict[str, dict[str, float]] = {e: {} for e in endpoints}
+    time.sleep(EXPORT_WAIT)  # what the timed runs queued has been exported
+    before = {name: sink.spans_of(name) for name in variants}
+    for endpoint in endpoints:
+        for name in variants:
+            for _ in range(requests_each):
+                urllib.request.urlopen(services.apis[name].url + ENDPOINTS[endpoint],
+                                       timeout=60).read()
+        time.sleep(EXPORT_WAIT)
+        after = {name: sink.spans_of(name) for name in variants}
+        for name in variants:
+            counts[endpoint][name] = (after[name] - before[name]) / requests_each
+        before = after
+    return counts
 
 
 def report(data: dict) -> str:
-    lines = ["| endpoint | variant | req/s | p50 ms | p99 ms | req/s vs plain | p50 vs plain "
-             "| p99 vs plain | µs added / request |", "|---" * 9 + "|"]
-    goals: list[tuple[str, bool, str]] = []
+    lines = ["| endpoint | variant | spans / request | req/s | p50 ms | p99 ms | req/s vs plain "
+             "| p50 vs plain | p99 vs plain | CPU µs / request | CPU µs added "
+             "| 1/req/s µs added |", "|---" * 12 + "|"]
+    spans = data.get("spans_per_request", {})
+    goals: list[Goal] = []
     added: dict[tuple[str, str], float] = {}
     for endpoint, by_variant in data["results"].items():
         plain = by_variant["plain"]
-        for variant in VARIANTS:
-            runs = by_variant[variant]
+        for name, runs in by_variant.items():
             ratios = [(r["rps"] / p["rps"], r["p50_ms"] / p["p50_ms"], r["p99_ms"] / p["p99_ms"])
                       for r, p in zip(runs, plain)]
+            cpu_added = [r["cpu_us"] - p["cpu_us"] for r, p in zip(runs, plain)]
             micros = [(1 / r["rps"] - 1 / p["rps"]) * 1e6 for r, p in zip(runs, plain)]
-            added[endpoint, variant] = statistics.median(micros)
+            added[endpoint, name] = statistics.median(cpu_added)
+            count = spans.get(endpoint, {}).get(name)
             lines.append(
-                f"| {endpoint} | {variant} | {_fmt([r['rps'] for r in runs])} "
-                f"| {_fmt([r['p50_ms'] for r in runs], 3)} "
-                f"| {_fmt([r['p99_ms'] for r in runs], 3)} "
-                f"| {_fmt([x[0] for x in ratios], 3)} | {_fmt([x[1] for x in ratios], 3)} "
-                f"| {_fmt([x[2] for x in ratios], 3)} | {_fmt(micros, 0)} |")
-            if endpoint == "recommendations" and variant == "ours":
+                f"| {endpoint} | {name} | {'-' if count is None else f'{count:g}'} "
+                f"| {fmt([r['rps'] for r in runs])} "
+                f"| {fmt([r['p50_ms'] for r in runs], 2)} "
+                f"| {fmt([r['p99_ms'] for r in runs], 2)} "
+                f"| {fmt([x[0] for x in ratios], 3)} | {fmt([x[1] for x in ratios], 3)} "
+                f"| {fmt([x[2] for x in ratios], 3)} | {fmt([r['cpu_us'] for r in runs], 0)} "
+                f"| {fmt(cpu_added, 0)} | {fmt(micros, 0)} |")
+            if endpoint == "recommendations" and name.startswith("ours"):
                 rps, p50, p99 = (statistics.median(x[i] for x in ratios) for i in range(3))
-                goals.append(("recommendations throughput within 2% of plain", rps >= 0.98,
-                              f"{rps:.3f}x"))
-                goals.append(("recommendations p50 within 2% of plain", p50 <= 1.02,
-                              f"{p50:.3f}x"))
-                goals.append(("recommendations p99 within 1.5x of plain", p99 <= 1.5,
-                              f"{p99:.3f}x"))
-    ours, upstream = added["health", "ours"], added["health", "upstream"]
-    goals.append(("/health: µs we add <= half of upstream's", ours <= upstream / 2,
-                  f"{ours:.0f} µs vs {upstream:.0f} µs"))
+                goals.append(Goal(f"{name}: recommendations throughput within 2% of plain",
+                                  rps >= 0.98, f"{rps:.3f}x"))
+                goals.append(Goal(f"{name}: recommendations p50 within 2% of plain",
+                                  p50 <= 1.02, f"{p50:.3f}x"))
+                goals.append(Goal(f"{name}: recommendations p99 within 1.5x of plain",
+                                  p99 <= 1.5, f"{p99:.3f}x"))
+    upstream = added.get(("health", "upstream"))
+    for (endpoint, name), micros in added.items():
+        if endpoint == "health" and name.startswith("ours") and upstream is not None:
+            goals.append(Goal(f"{name}: /health CPU µs added <= half of upstream's",
+                              micros <= upstream / 2, f"{micros:.0f} µs vs {upstream:.0f} µs"))
     lines.append("")
-    lines += [f"- {'MET    ' if ok else 'NOT MET'} {name}: {detail}" for name, ok, detail in goals]
+    lines += goal_lines(goals)
     lines.append(f"\nspans received by the live receiver during the run: {data['spans_received']}")
     return "\n".join(lines)
 
@@ -147,17 +145,27 @@ def report(data: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.5)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated; plain first (the reference)")
+    parser.add_argument("--endpoints", default=",".join(ENDPOINTS))
+    parser.add_argument("--no-span-count", action="store_true",
+                        help="skip counting the spans per request (saves ~5 s per endpoint)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if variants[0] != "plain":
+        variants.insert(0, "plain")
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
     started = time.monotonic()
-    data = run(args.rounds, args.seconds, args.concurrency)
+    data = run(args.rounds, args.seconds, args.concurrency, variants, endpoints,
+               not args.no_span_count)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
     print(report(data))
     print(f"\n({time.monotonic() - started:.0f} s; {args.rounds} rounds x {args.seconds} s, "
-          f"concurrency {args.concurrency})")
+          f"concurrency {args.concurrency}; {machine()})")
     return 0
 
 
