@@ -76,6 +76,8 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 
 from clstock_otel_distro._config import env_targets
 from clstock_otel_distro.semconv import (
+    CLSTOCK_OPERATION_DURATION,
+    CLSTOCK_OPERATION_NAME,
     CLSTOCK_RUNTIME_CLASS,
     CODE_FILE_PATH,
     CODE_FUNCTION_NAME,
@@ -117,6 +119,7 @@ __all__ = [
     "sized_len",
     "traced",
     "uninstall_all",
+    "clstock_telemetry",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -680,6 +683,13 @@ class Telemetry:
             return False
         self.unsampled_parent = parent
         return True
+
+
+def clstock_telemetry(instrumenting_module: str, kwargs: Mapping[str, Any]) -> Telemetry:
+    """The Telemetry of an instrumentor of ClStock's own code (one shared histogram)."""
+    return Telemetry(instrumenting_module, kwargs, histogram=CLSTOCK_OPERATION_DURATION,
+                     description="Duration of ClStock operations.",
+                     operation_key=CLSTOCK_OPERATION_NAME)
 
 
 # --------------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ from clstock_otel_distro.instrumentors._patching import (
     CallExtractor,
     ClassPatch,
     Target,
-    Telemetry,
     TraceSpec,
     arg,
+    clstock_telemetry,
     configured_targets,
     install_all,
     result,
@@ -44,8 +44,6 @@ from clstock_otel_distro.instrumentors._patching import (
 )
 from clstock_otel_distro.semconv import (
     CLSTOCK_DATA_POINTS,
-    CLSTOCK_OPERATION_DURATION,
-    CLSTOCK_OPERATION_NAME,
     CLSTOCK_PERIOD,
     CLSTOCK_SYMBOL,
     CLSTOCK_SYMBOL_COUNT,
@@ -104,9 +102,7 @@ class ClStockDataProviderInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        telemetry = Telemetry(
-            __name__, kwargs, histogram=CLSTOCK_OPERATION_DURATION,
-            description="Duration of ClStock operations.", operation_key=CLSTOCK_OPERATION_NAME)
+        telemetry = clstock_telemetry(__name__, kwargs)
         methods = {name: traced(telemetry, spec) for name, spec in _METHODS.items()}
         targets, missing_level = configured_targets(
             kwargs, OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,

@@ -34,14 +34,13 @@ from clstock_otel_distro.environment_variables import (
 from clstock_otel_distro.instrumentors._patching import (
     AttributePatch,
     ClassPatch,
-    Telemetry,
     TraceSpec,
+    clstock_telemetry,
     configured_targets,
     install_all,
     traced,
     uninstall_all,
 )
-from clstock_otel_distro.semconv import CLSTOCK_OPERATION_DURATION, CLSTOCK_OPERATION_NAME
 
 __all__ = ["ClStockMethodsInstrumentor"]
 
@@ -59,9 +58,7 @@ class ClStockMethodsInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        telemetry = Telemetry(
-            __name__, kwargs, histogram=CLSTOCK_OPERATION_DURATION,
-            description="Duration of ClStock operations.", operation_key=CLSTOCK_OPERATION_NAME)
+        telemetry = clstock_telemetry(__name__, kwargs)
         wrapper = traced(telemetry, _SPEC)
         targets, missing_level = configured_targets(
             kwargs, OTEL_PYTHON_CLSTOCK_TRACE_METHODS, DEFAULT_CLSTOCK_TRACE_METHODS)

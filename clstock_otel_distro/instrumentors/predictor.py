@@ -40,9 +40,9 @@ from clstock_otel_distro.instrumentors._patching import (
     ClassPatch,
     ResultExtractor,
     Target,
-    Telemetry,
     TraceSpec,
     arg,
+    clstock_telemetry,
     configured_targets,
     install_all,
     result,
@@ -53,8 +53,6 @@ from clstock_otel_distro.instrumentors._patching import (
 from clstock_otel_distro.semconv import (
     CLSTOCK_BATCH_FAILED,
     CLSTOCK_BATCH_SIZE,
-    CLSTOCK_OPERATION_DURATION,
-    CLSTOCK_OPERATION_NAME,
     CLSTOCK_PREDICTED_RETURN,
     CLSTOCK_RECOMMENDATION_COUNT,
     CLSTOCK_SCORE,
@@ -145,9 +143,7 @@ class ClStockPredictorInstrumentor(BaseInstrumentor):
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        telemetry = Telemetry(
-            __name__, kwargs, histogram=CLSTOCK_OPERATION_DURATION,
-            description="Duration of ClStock operations.", operation_key=CLSTOCK_OPERATION_NAME)
+        telemetry = clstock_telemetry(__name__, kwargs)
         methods = {name: traced(telemetry, spec) for name, spec in _METHODS.items()}
         targets, missing_level = configured_targets(
             kwargs, OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS, DEFAULT_CLSTOCK_PREDICTOR_TARGETS)
