@@ -107,6 +107,7 @@ __all__ = [
     "arg_getter",
     "attribute_value",
     "class_name",
+    "clstock_telemetry",
     "configured_targets",
     "driver_for",
     "error_type",
@@ -119,7 +120,6 @@ __all__ = [
     "sized_len",
     "traced",
     "uninstall_all",
-    "clstock_telemetry",
 ]
 
 _logger = logging.getLogger(__name__)
