@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clstock_otel_distro import _config, configurator, distro
+from clstock_otel_distro.instrumentors import _patching as patching
+from tests.distro.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
 OPENTELEMETRY_INSTRUMENT = VENV_BIN / "opentelemetry-instrument"
@@ -76,3 +81,32 @@ def run_instrumented(tmp_path: Path) -> RunInstrumented:
         )
 
     return run
+
+
+# Shared by the patching-machinery tests.
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    """In-memory tracer and meter providers, shut down after the test."""
+    pipeline = Telemetry.create()
+    yield pipeline
+    pipeline.shutdown()
+
+
+@pytest.fixture
+def module() -> Iterator[types.ModuleType]:
+    """A fresh importable module the test fills with classes and functions."""
+    name = f"fake_clstock_{uuid.uuid4().hex}"
+    fake = types.ModuleType(name)
+    sys.modules[name] = fake
+    yield fake
+    del sys.modules[name]
+
+
+@pytest.fixture
+def patches() -> Iterator[list[Any]]:
+    """Patches installed by the test; uninstalled at teardown whatever happened."""
+    installed: list[Any] = []
+    yield installed
+    patching.uninstall_all(installed)

@@ -12,7 +12,6 @@ import sys
 import traceback
 import types
 import uuid
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -54,31 +53,6 @@ class PicklablePredictor:
 def rank_symbols(symbols):
     """A module-level function, traced by the pickling test."""
     return sorted(symbols)
-
-
-@pytest.fixture
-def telemetry():
-    pipeline = Telemetry.create()
-    yield pipeline
-    pipeline.shutdown()
-
-
-@pytest.fixture
-def module():
-    """A fresh importable module the test fills with classes and functions."""
-    name = f"fake_clstock_{uuid.uuid4().hex}"
-    fake = types.ModuleType(name)
-    sys.modules[name] = fake
-    yield fake
-    del sys.modules[name]
-
-
-@pytest.fixture
-def patches():
-    """Patches installed by the test; uninstalled at teardown whatever happened."""
-    installed: list[Any] = []
-    yield installed
-    patching.uninstall_all(installed)
 
 
 def _telemetry_for(pipeline: Telemetry) -> patching.Telemetry:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
 import types
-import uuid
 from typing import Any
 
 import pytest
@@ -18,29 +16,6 @@ from clstock_otel_distro.semconv import (
     CODE_LINE_NUMBER,
 )
 from tests.distro.otel_testing import Telemetry
-
-
-@pytest.fixture
-def telemetry():
-    pipeline = Telemetry.create()
-    yield pipeline
-    pipeline.shutdown()
-
-
-@pytest.fixture
-def module():
-    name = f"fake_clstock_{uuid.uuid4().hex}"
-    fake = types.ModuleType(name)
-    sys.modules[name] = fake
-    yield fake
-    del sys.modules[name]
-
-
-@pytest.fixture
-def patches():
-    installed: list[Any] = []
-    yield installed
-    patching.uninstall_all(installed)
 
 
 def _code_keys(pipeline: Telemetry, module: types.ModuleType, patches: list,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import types
-import uuid
 from typing import Any
 
 import pytest
@@ -34,29 +32,6 @@ _UNSAMPLED = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True,
 
 class QuoteError(Exception):
     """An application error."""
-
-
-@pytest.fixture
-def telemetry():
-    pipeline = Telemetry.create()
-    yield pipeline
-    pipeline.shutdown()
-
-
-@pytest.fixture
-def module():
-    name = f"fake_clstock_{uuid.uuid4().hex}"
-    fake = types.ModuleType(name)
-    sys.modules[name] = fake
-    yield fake
-    del sys.modules[name]
-
-
-@pytest.fixture
-def patches():
-    installed: list[Any] = []
-    yield installed
-    patching.uninstall_all(installed)
 
 
 def _trace(kwargs: dict, module: types.ModuleType, patches: list) -> type:
