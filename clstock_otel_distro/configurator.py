@@ -98,7 +98,7 @@ from opentelemetry.semconv._incubating.attributes.telemetry_attributes import (
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.util._importlib_metadata import entry_points
 
-from clstock_otel_distro import _config
+from clstock_otel_distro import _config, _resource_hash
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro._redaction import RedactingBatchSpanProcessor
 from clstock_otel_distro._shutdown import install_exit_hooks
@@ -296,6 +296,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        # The OTLP encoders hash the resource of every exported span.
+        _resource_hash.install()
         try:
             with _environ_overrides(plan.scoped_environ):
                 super()._configure(**plan.kwargs)

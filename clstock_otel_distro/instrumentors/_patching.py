@@ -74,7 +74,12 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from clstock_otel_distro._config import env_targets
+from clstock_otel_distro._config import env_bool, env_choice, env_targets
+from clstock_otel_distro.environment_variables import (
+    DEFAULT_CLSTOCK_CODE_ATTRIBUTES,
+    OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
+    OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS,
+)
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,
     CLSTOCK_OPERATION_NAME,
@@ -605,21 +610,29 @@ class Telemetry:
             description=description,
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
-        # ``code_attributes`` (an instrument() argument): "all" (code.function.name,
+        # ``code_attributes`` (an instrument() argument, else
+        # OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES): "all" (code.function.name,
         # code.file.path, code.line.number on every span), "function" or "none". Each
         # attribute costs about 1 µs when the span starts and 5-6 µs when the OTLP
         # exporter encodes it: the file path and line number are a third of what an
         # exported ClStock span costs (bench/README.md).
-        detail = kwargs.get("code_attributes", "all")
-        if detail not in _CODE_DETAILS:
+        detail = kwargs.get("code_attributes")
+        if detail is None:
+            detail = env_choice(OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
+                                DEFAULT_CLSTOCK_CODE_ATTRIBUTES, _CODE_DETAILS)
+        elif detail not in _CODE_DETAILS:
             _logger.warning("clstock-otel: code_attributes=%r is not one of %s; using 'all'",
                             detail, ", ".join(map(repr, _CODE_DETAILS)))
-            detail = "all"
+            detail = DEFAULT_CLSTOCK_CODE_ATTRIBUTES
         self.code_detail: str = detail
-        # ``defer_unsampled_durations=False`` (an instrument() argument) records every
-        # call's duration at once, on the call's thread (see PENDING_LIMIT).
+        # ``defer_unsampled_durations`` (an instrument() argument, else
+        # OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS): False records every call's
+        # duration at once, on the call's thread (see PENDING_LIMIT).
+        defer = kwargs.get("defer_unsampled_durations")
+        if defer is None:
+            defer = env_bool(OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS, True)
         self.pending: PendingDurations | None = None
-        if kwargs.get("defer_unsampled_durations", True):
+        if defer:
             self.pending = _pending_durations(meter, self.histogram, histogram)
         self.operation_key = operation_key
         self._drops_unsampled: bool | None = None

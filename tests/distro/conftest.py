@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clstock_otel_distro import _config, configurator, distro
+from clstock_otel_distro import _config, _gc_freeze, configurator, distro
 from clstock_otel_distro.instrumentors import _patching as patching
 from tests.distro.otel_testing import Telemetry
 
@@ -47,6 +47,19 @@ def restore_ran_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     """The distro/configurator "ran" flags go back to their values after each test."""
     monkeypatch.setattr(distro, "_distro_ran", distro._distro_ran)
     monkeypatch.setattr(configurator, "_configurator_ran", configurator._configurator_ran)
+
+
+@pytest.fixture(autouse=True)
+def gc_freeze_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """ClStockDistro._configure's gc-freeze hook, recorded instead of installed.
+
+    Installed, it would freeze this pytest process's heap when a later test starts
+    a uvicorn server in-process; tests/distro/test_gc_freeze.py installs it in
+    subprocesses.
+    """
+    calls: list[None] = []
+    monkeypatch.setattr(_gc_freeze, "install", lambda: calls.append(None))
+    return calls
 
 
 def _child_environ(env: Mapping[str, str], pythonpath: str | None) -> dict[str, str]:

@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 from opentelemetry.instrumentation.auto_instrumentation import _load
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from clstock_otel_distro import distro as distro_module
 from clstock_otel_distro.distro import ClStockDistro
@@ -187,3 +190,76 @@ def test_fastapi_internal_spans_on_request(monkeypatch):
     monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS", "true")
     ClStockDistro().load_instrumentor(FakeEntryPoint("fastapi", lambda: Recorder))
     assert Recorder.calls == [{}]
+
+
+def test_gc_freeze_hook_installed_by_default(gc_freeze_installs):
+    ClStockDistro()._configure()
+    assert len(gc_freeze_installs) == 1
+
+
+@pytest.mark.parametrize(("value", "installed"), [("false", False), ("FALSE", False),
+                                                  ("true", True)])
+def test_gc_freeze_hook_follows_its_variable(monkeypatch, gc_freeze_installs, value,
+                                             installed):
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_GC_FREEZE", value)
+    ClStockDistro()._configure()
+    assert bool(gc_freeze_installs) is installed
+
+
+def test_gc_freeze_bad_value_warns_and_keeps_the_default(monkeypatch, caplog,
+                                                         gc_freeze_installs):
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "later")
+    with caplog.at_level(logging.WARNING):
+        ClStockDistro()._configure()
+    assert len(gc_freeze_installs) == 1
+    assert "OTEL_PYTHON_CLSTOCK_GC_FREEZE='later' is invalid (expected true or false); " \
+        "using the default True instead" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("provider", "no_op"),
+    [
+        (lambda: MeterProvider(), True),  # what OTEL_METRICS_EXPORTER=none installs
+        (lambda: MeterProvider(metric_readers=[InMemoryMetricReader()]), False),
+        (NoOpMeterProvider, False),  # already free: nothing to replace
+    ],
+    ids=["sdk-without-reader", "sdk-with-reader", "api-no-op"],
+)
+def test_instrumentors_get_a_no_op_meter_provider_when_nothing_reads_metrics(
+        monkeypatch, provider, no_op):
+    """A MeterProvider with no reader never exports: its instruments cost for nothing."""
+    installed = provider()
+    monkeypatch.setattr(distro_module, "get_meter_provider", lambda: installed)
+    ClStockDistro().load_instrumentor(FakeEntryPoint("requests", lambda: Recorder))
+    [kwargs] = Recorder.calls
+    assert isinstance(kwargs.get("meter_provider"), NoOpMeterProvider) is no_op
+    if isinstance(installed, MeterProvider):
+        installed.shutdown()
+
+
+def test_an_explicit_meter_provider_is_kept(monkeypatch):
+    sdk_provider = MeterProvider()
+    monkeypatch.setattr(distro_module, "get_meter_provider", lambda: sdk_provider)
+    mine = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    ClStockDistro().load_instrumentor(FakeEntryPoint("requests", lambda: Recorder),
+                                      meter_provider=mine)
+    assert Recorder.calls == [{"meter_provider": mine}]
+    sdk_provider.shutdown()
+    mine.shutdown()
+
+
+_HISTOGRAM_TYPE = (
+    "from clstock_otel_distro.instrumentors.predictor import ClStockPredictorInstrumentor\n"
+    "print(type(ClStockPredictorInstrumentor()._patches[0].group.histogram).__name__)"
+)
+
+
+@pytest.mark.parametrize(("exporter", "no_op"), [("none", True), ("console", False)])
+def test_no_metrics_exported_means_no_metrics_recorded(run_instrumented, exporter, no_op):
+    """Under opentelemetry-instrument, OTEL_METRICS_EXPORTER=none gives our instrumentors
+    no-op instruments; an exporter keeps the SDK's."""
+    done = run_instrumented(_HISTOGRAM_TYPE, {"OTEL_TRACES_EXPORTER": "none",
+                                              "OTEL_METRICS_EXPORTER": exporter,
+                                              "OTEL_METRIC_EXPORT_INTERVAL": "600000"})
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout.splitlines()[0] == "NoOpHistogram") is no_op, done.stdout

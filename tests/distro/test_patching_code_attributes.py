@@ -57,3 +57,35 @@ def test_an_unknown_code_attributes_value_warns_and_keeps_all(telemetry, module,
     assert [r.getMessage() for r in caplog.records if "code_attributes" in r.getMessage()] == [
         "clstock-otel: code_attributes='some' is not one of 'all', 'function', 'none'; "
         "using 'all'"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("function", {CODE_FUNCTION_NAME}), ("NONE", set()),
+    ("all", {CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER})])
+def test_the_environment_variable_chooses_when_no_argument_does(
+        telemetry, module, patches, monkeypatch, value, expected):
+    """OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES applies to every instrumentor (any case)."""
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES", value)
+    assert _code_keys(telemetry, module, patches) == expected
+
+
+def test_the_argument_wins_over_the_environment_variable(telemetry, module, patches,
+                                                         monkeypatch):
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES", "none")
+    assert _code_keys(telemetry, module, patches, code_attributes="function") == {
+        CODE_FUNCTION_NAME}
+
+
+def test_a_bad_environment_value_warns_once_and_keeps_all(telemetry, module, patches,
+                                                          monkeypatch, caplog):
+    """One warning naming the variable and value, however many instrumentors read it."""
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES", "lines")
+    with caplog.at_level(logging.WARNING):
+        keys = _code_keys(telemetry, module, patches)
+        patching.Telemetry("tests.code.other", telemetry.kwargs,
+                           histogram=CLSTOCK_OPERATION_DURATION)
+    assert keys == {CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER}
+    assert [r.getMessage() for r in caplog.records
+            if "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES" in r.getMessage()] == [
+        "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES='lines' is invalid (expected one of all, "
+        "function, none); using the default 'all' instead"]

@@ -124,6 +124,21 @@ def test_deferral_can_be_turned_off(telemetry, module, patches):
     assert _points(telemetry.reader)[0].count == 1
 
 
+@pytest.mark.parametrize(("value", "deferred"), [("false", False), ("0", False),
+                                                ("true", True), ("maybe", True)])
+def test_the_environment_variable_turns_deferral_off(telemetry, monkeypatch, value, deferred):
+    """OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS, when no argument says; a bad value
+    keeps the default (deferred)."""
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS", value)
+    tel = patching.Telemetry("tests.durations", telemetry.kwargs,
+                             histogram=CLSTOCK_OPERATION_DURATION)
+    assert (tel.pending is not None) is deferred
+    explicit = patching.Telemetry("tests.durations", {**telemetry.kwargs,
+                                                      "defer_unsampled_durations": True},
+                                  histogram=CLSTOCK_OPERATION_DURATION)
+    assert explicit.pending is not None
+
+
 def test_no_deferral_for_a_no_op_meter(module, patches):
     """A no-op histogram costs nothing to record into: no buffer is made for it."""
     tel = patching.Telemetry("tests.durations", {"meter_provider": NoOpMeterProvider()},
