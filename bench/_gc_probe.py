@@ -19,18 +19,12 @@ does), after arming what the environment asks for:
   post-instrument hook can do); ``BENCH_GC_FREEZE=startup``: ``gc.freeze()`` (no
   collection) when uvicorn's ``Server.startup`` returns: the application imported,
   its lifespan started, no request served yet (what a distro can do with a post-import
-  hook on ``uvicorn.server``, in every worker).
+  hook on ``uvicorn.server``, in every worker: the distro's default now).
 - ``BENCH_GC_THRESHOLD=700,10,10``: ``gc.set_threshold`` before serving.
-- ``BENCH_RESOURCE_HASH_CACHE=1``: ``Resource.__hash__`` computed once per resource
-  (the SDK's JSON-dumps every resource attribute each time, and the OTLP encoder
-  hashes the resource of every span it exports).
 - ``BENCH_FASTAPI_KWARGS={"exclude_spans": ["receive", "send"]}``: extra arguments
   for the FastAPI instrumentation of the app about to be created (``"meter_provider":
-  "noop"`` gives it a no-op MeterProvider: no HTTP server metrics), to try defaults
-  the distro does not have yet.
-- ``BENCH_CLSTOCK_KWARGS={"code_attributes": "function"}``: instrument this distro's
-  own instrumentors again with these extra arguments (they have not patched anything
-  yet: the application is imported after this).
+  "noop"`` gives it a no-op MeterProvider: no HTTP server metrics), e.g. to give
+  upstream's distro the ASGI spans ours leaves out by default.
 
 Nothing here is part of the distro, and ClStock is not modified.
 """
@@ -99,42 +93,6 @@ def _fastapi_kwargs(raw: str) -> None:
                                                **extra}
 
 
-def _cache_resource_hash() -> None:
-    from opentelemetry.sdk.resources import Resource
-
-    compute = Resource.__hash__
-
-    def __hash__(self: Resource) -> int:
-        cached = self.__dict__.get("_bench_hash")
-        if cached is None:
-            cached = compute(self)
-            self.__dict__["_bench_hash"] = cached
-        return cached
-
-    Resource.__hash__ = __hash__  # type: ignore[method-assign]
-
-
-def _clstock_kwargs(raw: str) -> None:
-    from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-
-    try:
-        from clstock_otel_distro.instrumentors.data_provider import (
-            ClStockDataProviderInstrumentor,
-        )
-        from clstock_otel_distro.instrumentors.predictor import ClStockPredictorInstrumentor
-        from clstock_otel_distro.instrumentors.yfinance import YFinanceInstrumentor
-    except ImportError:
-        return
-    extra = json.loads(raw)
-    instrumentor: BaseInstrumentor
-    for cls in (ClStockPredictorInstrumentor, ClStockDataProviderInstrumentor,
-                YFinanceInstrumentor):
-        instrumentor = cls()
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-            instrumentor.instrument(**extra)
-
-
 def _freeze_at_startup() -> None:
     import wrapt
 
@@ -154,12 +112,8 @@ def main() -> None:
         gc.callbacks.append(log.callback)
         signal.signal(signal.SIGUSR1, log.dump)
         signal.signal(signal.SIGUSR2, log.reset)
-    if os.environ.get("BENCH_RESOURCE_HASH_CACHE") == "1":
-        _cache_resource_hash()
     if os.environ.get("BENCH_FASTAPI_KWARGS"):
         _fastapi_kwargs(os.environ["BENCH_FASTAPI_KWARGS"])
-    if os.environ.get("BENCH_CLSTOCK_KWARGS"):
-        _clstock_kwargs(os.environ["BENCH_CLSTOCK_KWARGS"])
     if os.environ.get("BENCH_GC_THRESHOLD"):
         gc.set_threshold(*(int(x) for x in os.environ["BENCH_GC_THRESHOLD"].split(",")))
     if os.environ.get("BENCH_GC_FREEZE") == "startup":

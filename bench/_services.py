@@ -31,8 +31,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from clstock_otel_distro.devstack import ServiceProcess, find_app_dir, upstream_distro_path
 
-__all__ = ["OUR_INSTRUMENTORS", "PROPOSED", "VARIANTS", "Sink", "Stack", "Variant",
-           "cpu_seconds", "stack", "variant", "variant_env"]
+__all__ = [
+    "OTHER_VARIANTS",
+    "OUR_INSTRUMENTORS",
+    "VARIANTS",
+    "Sink",
+    "Stack",
+    "Variant",
+    "cpu_seconds",
+    "stack",
+    "variant",
+    "variant_env",
+]
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("plain", "ours", "upstream")
@@ -149,40 +159,33 @@ class Variant:
         return any(name.startswith("BENCH_") for name in self.env)
 
 
-# Settings the distro does not have yet, tried through the probe launcher.
+# Other settings, side by side with the defaults. Those with a BENCH_* variable are
+# not distro settings: they are applied by the probe launcher.
 _NO_SEND = json.dumps({"exclude_spans": ["receive", "send"]})
-_NO_SEND_NO_METRICS = json.dumps({"exclude_spans": ["receive", "send"],
-                                  "meter_provider": "noop"})
-_PROPOSED_ENV = {"BENCH_FASTAPI_KWARGS": _NO_SEND, "BENCH_RESOURCE_HASH_CACHE": "1",
-                 "BENCH_GC_FREEZE": "startup"}
-PROPOSED: dict[str, Variant] = {
-    # What the lead sets by default: no ASGI receive/send spans.
-    "ours-nosend": Variant("ours-nosend", "ours", {"BENCH_FASTAPI_KWARGS": _NO_SEND}),
+_NO_METRICS = {"OTEL_METRICS_EXPORTER": "none"}
+OTHER_VARIANTS: dict[str, Variant] = {
+    # Upstream's FastAPI instrumentation without the ASGI receive/send spans, as ours
+    # has them by default: the same spans per request.
     "upstream-nosend": Variant("upstream-nosend", "upstream",
                                {"BENCH_FASTAPI_KWARGS": _NO_SEND}),
-    # ...plus the resource's hash computed once (not once per exported span) and the
-    # start-up objects frozen out of the collector's generations (see README).
-    "ours-proposed": Variant("ours-proposed", "ours", _PROPOSED_ENV),
-    # ...plus code.function.name only (no code.file.path / code.line.number).
-    "ours-slim": Variant("ours-slim", "ours", {
-        **_PROPOSED_ENV, "BENCH_CLSTOCK_KWARGS": json.dumps({"code_attributes": "function"})}),
-    # ours-proposed, sampling 10% of the traces (durations are still all measured).
+    # Ours without gc.freeze() at start-up.
+    "ours-nofreeze": Variant("ours-nofreeze", "ours", {"OTEL_PYTHON_CLSTOCK_GC_FREEZE": "false"}),
+    # Ours with code.function.name only (no code.file.path / code.line.number).
+    "ours-slim": Variant("ours-slim", "ours", {"OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES": "function"}),
+    # Ours sampling 10% of the traces (durations are still all measured).
     "ours-sampled": Variant("ours-sampled", "ours", {
-        **_PROPOSED_ENV, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
-    # ...plus no HTTP server metrics from the FastAPI instrumentation.
-    "ours-nometrics": Variant("ours-nometrics", "ours", {
-        **_PROPOSED_ENV, "BENCH_FASTAPI_KWARGS": _NO_SEND_NO_METRICS}),
-    # ...plus no logging and threading instrumentations.
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+    # Ours exporting no metrics (no HTTP server or ClStock duration metrics recorded).
+    "ours-nometrics": Variant("ours-nometrics", "ours", _NO_METRICS),
+    # ...and without the logging and threading instrumentations.
     "ours-lean": Variant("ours-lean", "ours", {
-        **_PROPOSED_ENV, "BENCH_FASTAPI_KWARGS": _NO_SEND_NO_METRICS,
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "logging,threading"}),
+        **_NO_METRICS, "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "logging,threading"}),
 }
 
 
 def variant(name: str) -> Variant:
-    """A variant by name: plain, ours, upstream, or one of PROPOSED."""
-    return PROPOSED[name] if name in PROPOSED else Variant(name)
+    """A variant by name: plain, ours, upstream, or one of OTHER_VARIANTS."""
+    return OTHER_VARIANTS[name] if name in OTHER_VARIANTS else Variant(name)
 
 
 class _Launched(ServiceProcess):

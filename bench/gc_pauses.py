@@ -10,13 +10,16 @@ about 100 requests a second: enough requests in a few seconds to see the rare fu
 collections) for a fixed time; before it the probe's pause log is reset (SIGUSR2), after it the
 log is read (SIGUSR1). Rounds alternate the variants.
 
-Variants: ``plain``, ``ours``, and settings tried against the pauses:
+Variants: ``plain``, ``ours`` (which freezes the start-up heap once uvicorn has
+started), ``upstream``, and settings tried against the pauses:
 
+- ``ours-nofreeze``: ours with ``OTEL_PYTHON_CLSTOCK_GC_FREEZE=false``;
 - ``*-freeze``: ``gc.collect()`` and ``gc.freeze()`` once the application is
   imported: the start-up objects (modules, classes, the SDK's providers...) leave the
   generations that full collections traverse; ``*-early-freeze``: the same right after
   ``opentelemetry-instrument``'s sitecustomize, before the application is imported;
-  ``*-startup-freeze``: ``gc.freeze()`` alone when uvicorn's startup returns;
+  ``*-startup-freeze``: ``gc.freeze()`` alone when uvicorn's startup returns (what
+  ours does);
 - ``*-threshold``: ``gc.set_threshold(7000, 10, 10)`` (Python 3.11's is 700): ten
   times fewer young collections, each on more objects.
 
@@ -51,9 +54,10 @@ SETTINGS = {
     "-early-freeze": {"BENCH_GC_FREEZE": "early"},
     "-startup-freeze": {"BENCH_GC_FREEZE": "startup"},
     "-threshold": {"BENCH_GC_THRESHOLD": "7000,10,10"},
+    "-nofreeze": {"OTEL_PYTHON_CLSTOCK_GC_FREEZE": "false"},
     "-freeze-threshold": {"BENCH_GC_FREEZE": "1", "BENCH_GC_THRESHOLD": "7000,10,10"},
 }
-DEFAULT_VARIANTS = ("plain", "ours", "ours-startup-freeze", "ours-threshold")
+DEFAULT_VARIANTS = ("plain", "ours-nofreeze", "ours", "upstream")
 
 
 def make_variant(name: str, log_dir: Path) -> Variant:

@@ -5,8 +5,8 @@
 
 API processes run side by side from the same checkout, fetching replayed market data
 (caches warm); see ``bench/_services.py`` for the variants (``plain``, ``ours``,
-``upstream``, and settings the distro does not have yet, e.g. ``ours-nosend``: no
-ASGI receive/send spans). Both traced variants export OTLP/HTTP to a live receiver.
+``upstream``, and other settings, e.g. ``ours-sampled``: 10% of traces sampled).
+Both traced variants export OTLP/HTTP to a live receiver.
 
 Rounds alternate A B C A B C per endpoint; a load generator in a second process
 drives each for a fixed time at fixed concurrency. The table gives throughput, p50
@@ -40,7 +40,7 @@ ENDPOINTS = {
     "predict": "/api/v1/predict/7203",
     "health": "/health",
 }
-DEFAULT_VARIANTS = ("plain", "ours", "upstream", "ours-proposed")
+DEFAULT_VARIANTS = ("plain", "ours", "upstream", "ours-slim", "ours-sampled")
 # Longer than any variant's batch delay (upstream's is the SDK's 5 s).
 EXPORT_WAIT = 5.5
 
@@ -144,8 +144,8 @@ def report(data: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.5)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                         help="comma-separated; plain first (the reference)")

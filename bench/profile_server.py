@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _services import PROPOSED, VARIANTS, stack
+from _services import OTHER_VARIANTS, VARIANTS, stack
 
 HERE = Path(__file__).resolve().parent
 ENDPOINTS = {
@@ -150,7 +150,7 @@ def profile(variant: str, endpoint: str, seconds: float, rate: int, concurrency:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=[*VARIANTS, *PROPOSED], default="ours")
+    parser.add_argument("--variant", choices=[*VARIANTS, *OTHER_VARIANTS], default="ours")
     parser.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="health")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
