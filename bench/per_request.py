@@ -1,6 +1,6 @@
 """Per-request overhead: ClStock served plain, with this distro, and with upstream's.
 
-    python bench/per_request.py [--rounds 3] [--seconds 3] [--concurrency 4]
+    python bench/per_request.py [--rounds 4] [--seconds 3] [--concurrency 4]
                                 [--variants plain,ours,upstream] [--endpoints ...]
 
 API processes run side by side from the same checkout, fetching replayed market data

@@ -54,10 +54,11 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
-from clstock_otel_distro import _config, _gc_freeze
+from clstock_otel_distro import _config, _gc_freeze, _route_cache
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
+    OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE,
     OTEL_PYTHON_CLSTOCK_GC_FREEZE,
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
@@ -313,6 +314,10 @@ class ClStockDistro(BaseDistro):
         # (90-105 ms pauses on ClStock): freeze it once uvicorn has started.
         if _config.env_bool(OTEL_PYTHON_CLSTOCK_GC_FREEZE, True):
             _gc_freeze.install()
+        # The FastAPI instrumentation matches every route again on each request to
+        # name its span: remembered per path instead.
+        if _config.env_bool(OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE, True):
+            _route_cache.install()
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         """Load and instrument one entry point; a failing instrumentor is skipped, not fatal.

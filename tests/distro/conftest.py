@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clstock_otel_distro import _config, _gc_freeze, configurator, distro
+from clstock_otel_distro import _config, _gc_freeze, _route_cache, configurator, distro
 from clstock_otel_distro.instrumentors import _patching as patching
 from tests.distro.otel_testing import Telemetry
 
@@ -59,6 +59,15 @@ def gc_freeze_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
     """
     calls: list[None] = []
     monkeypatch.setattr(_gc_freeze, "install", lambda: calls.append(None))
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def route_cache_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """ClStockDistro._configure's FastAPI route cache, recorded instead of installed
+    (tests/distro/test_route_cache.py patches its own module copies)."""
+    calls: list[None] = []
+    monkeypatch.setattr(_route_cache, "install", lambda: calls.append(None))
     return calls
 
 

@@ -192,27 +192,30 @@ def test_fastapi_internal_spans_on_request(monkeypatch):
     assert Recorder.calls == [{}]
 
 
-def test_gc_freeze_hook_installed_by_default(gc_freeze_installs):
+_HOOKS = [("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "gc_freeze_installs"),
+          ("OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE", "route_cache_installs")]
+
+
+@pytest.mark.parametrize(("variable", "installs"), _HOOKS)
+@pytest.mark.parametrize(("value", "installed"), [(None, True), ("false", False),
+                                                  ("FALSE", False), ("true", True)])
+def test_performance_hooks_follow_their_variables(request, monkeypatch, variable, installs,
+                                                  value, installed):
+    """gc.freeze() at start-up and the FastAPI route cache: on unless set to false."""
+    if value is not None:
+        monkeypatch.setenv(variable, value)
     ClStockDistro()._configure()
-    assert len(gc_freeze_installs) == 1
+    assert len(request.getfixturevalue(installs)) == int(installed)
 
 
-@pytest.mark.parametrize(("value", "installed"), [("false", False), ("FALSE", False),
-                                                  ("true", True)])
-def test_gc_freeze_hook_follows_its_variable(monkeypatch, gc_freeze_installs, value,
-                                             installed):
-    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_GC_FREEZE", value)
-    ClStockDistro()._configure()
-    assert bool(gc_freeze_installs) is installed
-
-
-def test_gc_freeze_bad_value_warns_and_keeps_the_default(monkeypatch, caplog,
-                                                         gc_freeze_installs):
-    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "later")
+@pytest.mark.parametrize(("variable", "installs"), _HOOKS)
+def test_performance_hook_bad_value_warns_and_keeps_the_default(request, monkeypatch, caplog,
+                                                                variable, installs):
+    monkeypatch.setenv(variable, "later")
     with caplog.at_level(logging.WARNING):
         ClStockDistro()._configure()
-    assert len(gc_freeze_installs) == 1
-    assert "OTEL_PYTHON_CLSTOCK_GC_FREEZE='later' is invalid (expected true or false); " \
+    assert len(request.getfixturevalue(installs)) == 1
+    assert f"{variable}='later' is invalid (expected true or false); " \
         "using the default True instead" in caplog.messages
 
 

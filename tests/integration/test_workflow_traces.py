@@ -118,10 +118,13 @@ def test_recommendations_through_data_service(stack, receiver):
     """The same workflow crossing API -> data service -> replay, in one trace."""
 
     def settled(s):
-        return len(named(s, "GET /prices/{symbol}", DATA)) == 10 and len(
-            [x for x in s if x.service_name == REPLAY and x.kind == "SERVER"
-             and "chart" in x.attributes.get("http.route", "")]) >= 10 and named(
-            s, "GET /api/v1/recommendations", API_REMOTE)
+        # Every replay request of every history call has its server span: the
+        # replay exports separately, and a history makes more than the chart request.
+        histories = named(s, "yfinance history", DATA)
+        gets = [g for h in histories for g in children(s, h)]
+        return (len(named(s, "GET /prices/{symbol}", DATA)) == 10 and len(histories) == 10
+                and gets and all(children(s, g) for g in gets)
+                and named(s, "GET /api/v1/recommendations", API_REMOTE))
 
     spans = run_workflow(stack, receiver, API_REMOTE, "GET",
                          "/api/v1/recommendations?top_n=5", settle=settled)

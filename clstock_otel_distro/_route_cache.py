@@ -1,0 +1,131 @@
+"""Remember the route the FastAPI instrumentation finds for each request path.
+
+Upstream's FastAPI instrumentation names the server span after the route template
+(``GET /api/v1/predict/{symbol}``). It finds the template before the application
+routes the request, by flattening the app's route list (one wrapper object per
+route with FastAPI >= 0.137) and matching each route against the request, on every
+request: about 80 µs of the ~550 µs the distro adds to ClStock's ``/health`` on a
+2-core machine (6% of the process's samples, bench/README.md). For routes that match
+on the path and method alone (starlette's ``Route``, ``Mount`` and
+``WebSocketRoute``, FastAPI's subclasses of them), the answer depends only on the
+request's type, method, root path and path, so it is remembered per app, up to
+:data:`MAX_PATHS` of them (then forgotten and learned again: paths with parameters
+are unbounded), and forgotten whenever routes are added.
+
+An app with a ``Host`` route or a route class of its own (which may match on
+anything, headers included) is not cached: every request is looked up as upstream does.
+``OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE=false`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+import wrapt
+
+__all__ = ["MAX_PATHS", "install"]
+
+_logger = logging.getLogger(__name__)
+
+_MODULE = "opentelemetry.instrumentation.fastapi"
+_FUNCTION = "_get_route_details"
+# Distinct (type, method, root path, path) remembered per app; ~200 bytes each.
+MAX_PATHS = 2048
+
+_installed = False
+_UNKNOWN: Any = object()  # not looked up yet (None is a valid answer: no route)
+
+
+class _AppRoutes:
+    """What is remembered for one app, valid while its routes stay the same."""
+
+    __slots__ = ("cacheable", "names", "version")
+
+    def __init__(self, version: tuple[int, int], cacheable: bool) -> None:
+        self.version = version
+        self.cacheable = cacheable
+        self.names: dict[tuple[Any, ...], str | None] = {}
+
+
+_apps: weakref.WeakKeyDictionary[Any, _AppRoutes] = weakref.WeakKeyDictionary()
+
+
+def install() -> None:
+    """Cache the route lookup of the FastAPI instrumentation, once it is imported."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    wrapt.register_post_import_hook(patch, _MODULE)
+
+
+def patch(module: ModuleType) -> None:
+    """Wrap ``module._get_route_details`` (the FastAPI instrumentation's module)."""
+    if not callable(getattr(module, _FUNCTION, None)):
+        _logger.debug("clstock-otel: %s.%s not found; route lookups are not cached",
+                      _MODULE, _FUNCTION)
+        return
+    flatten = getattr(module, "_flatten_routes", None)
+    wrapt.wrap_function_wrapper(module, _FUNCTION, _cached(flatten))
+
+
+def _cached(flatten: Callable[[Any], Iterable[Any]] | None) -> Callable[..., Any]:
+    def route_details(wrapped: Callable[..., Any], instance: Any, args: tuple,
+                      kwargs: dict) -> Any:
+        try:
+            scope = args[0] if args else kwargs["scope"]
+            app = scope["app"]
+            key = (scope["type"], scope.get("method"), scope.get("root_path", ""),
+                   scope["path"])
+            known = _apps.get(app)
+            version = _routes_version(app)
+            if known is None or known.version != version:
+                known = _apps[app] = _AppRoutes(version, _cacheable(app, flatten))
+        except Exception:  # not a scope or an app this understands: upstream's way
+            return wrapped(*args, **kwargs)
+        if not known.cacheable:
+            return wrapped(*args, **kwargs)
+        names = known.names
+        route = names.get(key, _UNKNOWN)
+        if route is not _UNKNOWN:
+            return route
+        route = wrapped(*args, **kwargs)
+        if len(names) >= MAX_PATHS:
+            names.clear()
+        names[key] = route
+        return route
+
+    return route_details
+
+
+def _routes_version(app: Any) -> tuple[int, int]:
+    """Changes when a route is added to the app, or (FastAPI >= 0.137) to an included router."""
+    router = app.router
+    version = getattr(router, "_get_routes_version", None)
+    return len(router.routes), version() if callable(version) else 0
+
+
+def _cacheable(app: Any, flatten: Callable[[Any], Iterable[Any]] | None) -> bool:
+    """Whether every route the lookup matches is one of the path-and-method matchers."""
+    allowed = _path_route_types()
+    routes = flatten(app.routes) if flatten is not None else app.routes
+    # FastAPI >= 0.137 yields RouteContext wrappers: judge the route they wrap. Exact
+    # types: a subclass may match on anything.
+    return all(type(getattr(entry, "original_route", entry)) in allowed for entry in routes)
+
+
+def _path_route_types() -> frozenset[type]:
+    from starlette.routing import Mount, Route, WebSocketRoute
+
+    types: set[type] = {Route, Mount, WebSocketRoute}
+    try:
+        from fastapi.routing import APIRoute, APIWebSocketRoute
+    except ImportError:  # a Starlette app
+        pass
+    else:
+        types.update((APIRoute, APIWebSocketRoute))
+    return frozenset(types)
