@@ -98,10 +98,11 @@ from opentelemetry.semconv._incubating.attributes.telemetry_attributes import (
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.util._importlib_metadata import entry_points
 
-from clstock_otel_distro import _config, _resource_hash
+from clstock_otel_distro import _attribute_cache, _config, _resource_hash
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro._redaction import RedactingBatchSpanProcessor
 from clstock_otel_distro._shutdown import install_exit_hooks
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
 from clstock_otel_distro.version import __version__
 
 __all__ = [
@@ -296,8 +297,11 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        # The OTLP encoders hash the resource of every exported span.
+        # The OTLP encoders hash the resource of every exported span, and encode
+        # every attribute of every span anew: both done once instead.
         _resource_hash.install()
+        if _config.env_bool(OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE, True):
+            _attribute_cache.install()
         try:
             with _environ_overrides(plan.scoped_environ):
                 super()._configure(**plan.kwargs)

@@ -24,6 +24,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
     "OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
+    "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
@@ -166,6 +167,19 @@ instrumentation names server spans after, instead of matching every route of the
 app again on each request (about 80 µs per request on a 2-core machine). Apps with
 ``Host`` routes or route classes of their own are always looked up in full.
 ``false`` looks every request up as upstream does.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE = "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
+
+``true`` keeps the OTLP encoding of span attributes whose value repeats (a string,
+integer or boolean seen before: method, route, address, symbol...) and reuses it,
+instead of building every attribute of every exported span anew (the bytes sent
+are the same; encoding a FastAPI server span takes about 40% less CPU). At most 4096
+are kept. ``false`` encodes each time, as the SDK does.
 
 **Default value:** ``true``
 """

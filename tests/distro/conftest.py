@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from clstock_otel_distro import _config, _gc_freeze, _route_cache, configurator, distro
+from clstock_otel_distro import (
+    _attribute_cache,
+    _config,
+    _gc_freeze,
+    _route_cache,
+    configurator,
+    distro,
+)
 from clstock_otel_distro.instrumentors import _patching as patching
 from tests.distro.otel_testing import Telemetry
 
@@ -68,6 +75,15 @@ def route_cache_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
     (tests/distro/test_route_cache.py patches its own module copies)."""
     calls: list[None] = []
     monkeypatch.setattr(_route_cache, "install", lambda: calls.append(None))
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def attribute_cache_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """The configurator's OTLP attribute cache, recorded instead of installed
+    (tests/distro/test_attribute_cache.py patches the encoder itself)."""
+    calls: list[None] = []
+    monkeypatch.setattr(_attribute_cache, "install", lambda: calls.append(None))
     return calls
 
 
