@@ -40,7 +40,7 @@ ENDPOINTS = {
     "predict": "/api/v1/predict/7203",
     "health": "/health",
 }
-DEFAULT_VARIANTS = ("plain", "ours", "upstream", "ours-slim", "ours-sampled")
+DEFAULT_VARIANTS = ("plain", "ours", "upstream", "upstream-nosend", "ours-sampled")
 # Longer than any variant's batch delay (upstream's is the SDK's 5 s).
 EXPORT_WAIT = 5.5
 
