@@ -131,6 +131,10 @@ def report(data: dict) -> str:
                                   p50 <= 1.02, f"{p50:.3f}x"))
                 goals.append(Goal(f"{name}: recommendations p99 within 1.5x of plain",
                                   p99 <= 1.5, f"{p99:.3f}x"))
+                # What the throughput and p50 of a saturated CPU-bound server follow.
+                cpu = statistics.median(r["cpu_us"] / p["cpu_us"] for r, p in zip(runs, plain))
+                goals.append(Goal(f"{name}: recommendations CPU per request within 2% of plain",
+                                  cpu <= 1.02, f"{cpu:.3f}x"))
     upstream = added.get(("health", "upstream"))
     for (endpoint, name), micros in added.items():
         if endpoint == "health" and name.startswith("ours") and upstream is not None:

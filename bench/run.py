@@ -30,6 +30,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 # name -> (arguments of a full run, arguments of a quick run)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "per_call": ([], ["--rounds", "2", "--calls", "3000"]),
+    "encoding": ([], ["--rounds", "2", "--spans", "256"]),
     "per_request": ([], ["--rounds", "1", "--seconds", "2", "--variants",
                          "plain,ours,upstream", "--endpoints", "recommendations,health",
                          "--no-span-count"]),

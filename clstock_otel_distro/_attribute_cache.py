@@ -26,6 +26,8 @@ from typing import Any
 
 import wrapt
 
+from clstock_otel_distro._import_hooks import when_imported
+
 __all__ = ["MAX_ENTRIES", "install", "patch"]
 
 _logger = logging.getLogger(__name__)
@@ -39,16 +41,11 @@ _FUNCTION = "_encode_attributes"
 MAX_ENTRIES = 4096
 _CACHED_TYPES = (str, int, bool)
 
-_installed = False
 
 
 def install() -> None:
     """Cache attribute encoding in the OTLP span encoder, once it is imported."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    wrapt.register_post_import_hook(patch, _MODULE)
+    when_imported(_MODULE, patch, "attributes are encoded each time")
 
 
 def patch(module: ModuleType) -> None:

@@ -19,17 +19,16 @@ the process, so measured RSS does not change (bench/memory.py).
 from __future__ import annotations
 
 import gc
-import logging
 from types import ModuleType
 from typing import Any
 
 import wrapt
 
+from clstock_otel_distro._import_hooks import when_imported
+
 __all__ = ["install"]
 
-_logger = logging.getLogger(__name__)
 _MODULE = "uvicorn.server"
-_installed = False
 
 
 def install() -> None:
@@ -39,18 +38,11 @@ def install() -> None:
     uvicorn (a batch job, another server) is not touched. gunicorn's uvicorn workers
     and ``--reload``/``--workers`` children run the same ``Server.startup``.
     """
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    wrapt.register_post_import_hook(_patch, _MODULE)
+    when_imported(_MODULE, _patch, "no gc.freeze() at start-up")
 
 
 def _patch(module: ModuleType) -> None:
-    try:
-        wrapt.wrap_function_wrapper(module, "Server.startup", _startup)
-    except Exception as exc:  # a uvicorn without Server.startup: nothing to freeze at
-        _logger.debug("clstock-otel cannot hook uvicorn's start-up: %s", exc)
+    wrapt.wrap_function_wrapper(module, "Server.startup", _startup)
 
 
 async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:

@@ -27,6 +27,8 @@ from typing import Any
 
 import wrapt
 
+from clstock_otel_distro._import_hooks import when_imported
+
 __all__ = ["MAX_PATHS", "install"]
 
 _logger = logging.getLogger(__name__)
@@ -36,7 +38,6 @@ _FUNCTION = "_get_route_details"
 # Distinct (type, method, root path, path) remembered per app; ~200 bytes each.
 MAX_PATHS = 2048
 
-_installed = False
 _UNKNOWN: Any = object()  # not looked up yet (None is a valid answer: no route)
 
 
@@ -56,11 +57,7 @@ _apps: weakref.WeakKeyDictionary[Any, _AppRoutes] = weakref.WeakKeyDictionary()
 
 def install() -> None:
     """Cache the route lookup of the FastAPI instrumentation, once it is imported."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    wrapt.register_post_import_hook(patch, _MODULE)
+    when_imported(_MODULE, patch, "route lookups are not cached")
 
 
 def patch(module: ModuleType) -> None:

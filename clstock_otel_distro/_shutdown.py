@@ -49,6 +49,7 @@ from opentelemetry._logs import get_logger_provider
 from opentelemetry.sdk.metrics import MeterProvider
 
 from clstock_otel_distro import _config
+from clstock_otel_distro._import_hooks import when_imported
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT,
     OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
@@ -214,9 +215,5 @@ def install_exit_hooks() -> None:
     shutdown_timeout_millis()  # a bad value is reported at start-up, not at exit
     install_flush_on_terminate()
     atexit.register(_at_exit)
-    try:
-        import wrapt
-
-        wrapt.register_post_import_hook(_patch_uvicorn_server, "uvicorn.server")
-    except Exception:
-        _logger.debug("Could not hook uvicorn's signal capture", exc_info=True)
+    when_imported("uvicorn.server", _patch_uvicorn_server,
+                  "uvicorn's signal capture is not hooked")

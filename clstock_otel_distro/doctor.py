@@ -958,9 +958,14 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
     """List the effective configuration; returns the configurator's plan (None if unavailable)."""
     from clstock_otel_distro import _config, configurator
     from clstock_otel_distro.environment_variables import (
+        DEFAULT_CLSTOCK_CODE_ATTRIBUTES,
         DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT,
+        OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
+        OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS,
+        OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE,
         OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
     )
+    from clstock_otel_distro.instrumentors._patching import CODE_DETAILS
 
     distro = type(selection.distro).__name__
     for name in sorted(n for n in os.environ if n.startswith("OTEL_")):
@@ -1009,9 +1014,15 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
         section.warning(
             _OTEL_SDK_DISABLED, "the SDK is disabled: nothing is traced or exported"
         )
+    # Read later (at exit, by the configurator, by each instrumentor): checked here so
+    # that a bad value is reported like the others.
     _config.env_int(
         OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT, DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT, minimum=0
     )
+    _config.env_choice(OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES, DEFAULT_CLSTOCK_CODE_ATTRIBUTES,
+                       CODE_DETAILS)
+    _config.env_bool(OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS, True)
+    _config.env_bool(OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE, True)
     return plan
 
 

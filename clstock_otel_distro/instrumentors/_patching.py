@@ -94,6 +94,7 @@ from clstock_otel_distro.semconv import (
 from clstock_otel_distro.version import __version__
 
 __all__ = [
+    "CODE_DETAILS",
     "ArgumentSlot",
     "AttributePatch",
     "CallExtractor",
@@ -138,7 +139,7 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple, dict], Any]
 WrapperFactory = Callable[["Target"], Wrapper]
 
 _ABSENT: Any = object()  # "not in the class __dict__", distinct from None
-_CODE_DETAILS = ("all", "function", "none")
+CODE_DETAILS = ("all", "function", "none")
 _PRIMITIVES = (str, bool, int, float)
 
 # is_suppressed() and Telemetry.skips_child() read the context by key: _SUPPRESS_KEY
@@ -619,10 +620,10 @@ class Telemetry:
         detail = kwargs.get("code_attributes")
         if detail is None:
             detail = env_choice(OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
-                                DEFAULT_CLSTOCK_CODE_ATTRIBUTES, _CODE_DETAILS)
-        elif detail not in _CODE_DETAILS:
+                                DEFAULT_CLSTOCK_CODE_ATTRIBUTES, CODE_DETAILS)
+        elif detail not in CODE_DETAILS:
             _logger.warning("clstock-otel: code_attributes=%r is not one of %s; using 'all'",
-                            detail, ", ".join(map(repr, _CODE_DETAILS)))
+                            detail, ", ".join(map(repr, CODE_DETAILS)))
             detail = DEFAULT_CLSTOCK_CODE_ATTRIBUTES
         self.code_detail: str = detail
         # ``defer_unsampled_durations`` (an instrument() argument, else

@@ -444,6 +444,22 @@ def test_secrets_masked(monkeypatch, capsys, registered, receiver):
         assert "HTTP 200" in out
 
 
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "later", "expected true or false"),
+    ("OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE", "2", "expected true or false"),
+    ("OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE", "maybe", "expected true or false"),
+    ("OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS", "never", "expected true or false"),
+    ("OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES", "lines", "expected one of all, function, none"),
+])
+def test_invalid_performance_settings_flagged(monkeypatch, registered, name, value, reason):
+    """Variables read at start-up, by the configurator or by each instrumentor alike."""
+    monkeypatch.setenv(name, value)
+    report = doctor.diagnose(APP_DIR, network=False)
+    finding = the(report, "Configuration", f"invalid {name}")
+    assert finding.status is Status.PROBLEM
+    assert finding.detail.startswith(f"{name}={value!r} is invalid ({reason}); using the default")
+
+
 def test_invalid_values_flagged(monkeypatch, registered):
     """Each bad value is a problem, with the configurator's own validation message."""
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "-5")
