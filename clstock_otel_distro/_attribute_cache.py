@@ -42,7 +42,6 @@ MAX_ENTRIES = 4096
 _CACHED_TYPES = (str, int, bool)
 
 
-
 def install() -> None:
     """Cache attribute encoding in the OTLP span encoder, once it is imported."""
     when_imported(_MODULE, patch, "attributes are encoded each time")

@@ -4,9 +4,10 @@ Spans wait in the batch processor's queue for up to a second, long enough to be
 promoted to the collector's oldest generation, so a traced process runs full
 collections about three times as often as an untraced one, and each walks the whole
 heap: pandas, numpy, FastAPI, the SDK, everything imported at start-up (pauses of
-90-105 ms measured on ClStock, bench/gc_pauses.py). ``gc.freeze()`` moves the objects
-alive at that moment to a permanent generation the collector no longer scans; the
-pauses fall to a few milliseconds, below an untraced process's.
+78-110 ms measured on ClStock, bench/gc_pauses.py). ``gc.freeze()`` moves the objects
+alive at that moment to a permanent generation the collector no longer scans: a full
+collection then takes 10-25 ms, and the collector's CPU per request is back to an
+untraced process's.
 
 It is the moment CPython's documentation recommends (after start-up, before serving:
 pre-fork servers do it for copy-on-write). What it changes for the application: a

@@ -311,7 +311,7 @@ class ClStockDistro(BaseDistro):
         _default_list(OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS, None, _is_regex,
                       "not a regular expression:")
         # Queued spans provoke full collections that walk the whole start-up heap
-        # (90-105 ms pauses on ClStock): freeze it once uvicorn has started.
+        # (80-110 ms pauses on ClStock): freeze it once uvicorn has started.
         if _config.env_bool(OTEL_PYTHON_CLSTOCK_GC_FREEZE, True):
             _gc_freeze.install()
         # The FastAPI instrumentation matches every route again on each request to

@@ -614,9 +614,9 @@ class Telemetry:
         # ``code_attributes`` (an instrument() argument, else
         # OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES): "all" (code.function.name,
         # code.file.path, code.line.number on every span), "function" or "none". Each
-        # attribute costs about 1 µs when the span starts and 5-6 µs when the OTLP
-        # exporter encodes it: the file path and line number are a third of what an
-        # exported ClStock span costs (bench/README.md).
+        # attribute costs about 1 µs when the span starts, and 5-6 µs when the OTLP
+        # exporter encodes it unless the distro's attribute cache (which encodes a
+        # repeated value once) is on (bench/README.md).
         detail = kwargs.get("code_attributes")
         if detail is None:
             detail = env_choice(OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
