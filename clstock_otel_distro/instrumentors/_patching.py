@@ -52,7 +52,7 @@ import os
 import threading
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from time import perf_counter
 from types import ModuleType
@@ -61,6 +61,7 @@ from typing import Any
 import wrapt
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS_KEY
 from opentelemetry.context import attach, detach, get_current
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram, get_meter
 from opentelemetry.trace import (
     Span,
@@ -101,6 +102,7 @@ __all__ = [
     "ClassPatch",
     "MeasuredCall",
     "Operation",
+    "PatchingInstrumentor",
     "PendingDurations",
     "ResultExtractor",
     "Target",
@@ -124,6 +126,7 @@ __all__ = [
     "result",
     "safe_call",
     "sized_len",
+    "trace_classes",
     "traced",
     "uninstall_all",
 ]
@@ -1508,3 +1511,35 @@ def uninstall_all(patches: Iterable[_LazyPatch]) -> None:
             _logger.warning(
                 "clstock-otel could not uninstrument %s", patch.describe(), exc_info=True
             )
+
+
+class PatchingInstrumentor(BaseInstrumentor):
+    """An instrumentor made of lazy patches: ``_install`` returns them, and
+    uninstrumenting undoes them (in reverse order, see :func:`uninstall_all`)."""
+
+    _patches: Sequence[Any] = ()
+
+    def _install(self, **kwargs: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def _instrument(self, **kwargs: Any) -> None:
+        self._patches = self._install(**kwargs)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        uninstall_all(self._patches)
+        self._patches = []
+
+
+def trace_classes(instrumenting_module: str, kwargs: Mapping[str, Any],
+                  specs: Mapping[str, TraceSpec], variable: str, default: str) -> list[Any]:
+    """Trace the ``specs`` methods of the configured classes and all their subclasses.
+
+    The classes come from ``targets=``, else ``variable``, else ``default`` (see
+    :func:`configured_targets`); each is patched when its module is imported.
+    """
+    telemetry = clstock_telemetry(instrumenting_module, kwargs)
+    methods = {name: traced(telemetry, spec) for name, spec in specs.items()}
+    targets, missing_level = configured_targets(kwargs, variable, default)
+    return install_all(
+        ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level)
+        for module, qualname in targets)

@@ -23,12 +23,11 @@ headers object is never modified). ``OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS`` (else
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from opentelemetry.context import get_current
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagate import inject
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
@@ -45,6 +44,7 @@ from clstock_otel_distro.instrumentors._patching import (
     AttributePatch,
     MeasuredCall,
     Operation,
+    PatchingInstrumentor,
     Target,
     Telemetry,
     TracedCall,
@@ -53,7 +53,6 @@ from clstock_otel_distro.instrumentors._patching import (
     WrapperFactory,
     driver_for,
     install_all,
-    uninstall_all,
 )
 from clstock_otel_distro.semconv import (
     ERROR_TYPE,
@@ -257,15 +256,13 @@ def _client_requests(telemetry: Telemetry, excluded: ExcludeList) -> WrapperFact
     return build
 
 
-class CurlCffiInstrumentor(BaseInstrumentor):
+class CurlCffiInstrumentor(PatchingInstrumentor):
     """Traces curl_cffi HTTP requests as CLIENT spans and propagates the context."""
-
-    _patches: Sequence[Any] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
+    def _install(self, **kwargs: Any) -> list[Any]:
         telemetry = Telemetry(
             __name__, kwargs, histogram=HTTP_CLIENT_REQUEST_DURATION,
             description="Duration of HTTP client requests.")
@@ -275,13 +272,9 @@ class CurlCffiInstrumentor(BaseInstrumentor):
         # overriding request() (ClStock's YahooReplaySession) calls super().request(),
         # so each request still gets exactly one span. Older curl_cffi defined
         # ``get = partialmethod(request, "GET")``: those are rebound too.
-        self._patches = install_all([
+        return install_all([
             AttributePatch("curl_cffi.requests.session", "Session.request", requests,
                            group=telemetry, rebind_partialmethods=True),
             AttributePatch("curl_cffi.requests.session", "AsyncSession.request", requests,
                            group=telemetry, rebind_partialmethods=True),
         ])
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        uninstall_all(self._patches)
-        self._patches = []

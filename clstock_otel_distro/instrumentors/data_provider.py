@@ -19,10 +19,8 @@ Usage::
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
-
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS,
@@ -30,17 +28,13 @@ from clstock_otel_distro.environment_variables import (
 )
 from clstock_otel_distro.instrumentors._patching import (
     CallExtractor,
-    ClassPatch,
+    PatchingInstrumentor,
     Target,
     TraceSpec,
     arg,
-    clstock_telemetry,
-    configured_targets,
-    install_all,
     result,
     sized_len,
-    traced,
-    uninstall_all,
+    trace_classes,
 )
 from clstock_otel_distro.semconv import (
     CLSTOCK_DATA_POINTS,
@@ -93,24 +87,13 @@ _METHODS: dict[str, TraceSpec] = {
 }
 
 
-class ClStockDataProviderInstrumentor(BaseInstrumentor):
+class ClStockDataProviderInstrumentor(PatchingInstrumentor):
     """Traces ClStock's sync and async market-data providers."""
-
-    _patches: Sequence[Any] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = clstock_telemetry(__name__, kwargs)
-        methods = {name: traced(telemetry, spec) for name, spec in _METHODS.items()}
-        targets, missing_level = configured_targets(
-            kwargs, OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
-            DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS)
-        self._patches = install_all(
-            ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level)
-            for module, qualname in targets)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        uninstall_all(self._patches)
-        self._patches = []
+    def _install(self, **kwargs: Any) -> list[Any]:
+        return trace_classes(__name__, kwargs, _METHODS,
+                             OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
+                             DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS)

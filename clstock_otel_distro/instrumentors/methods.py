@@ -22,10 +22,8 @@ the original.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
-
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_TRACE_METHODS,
@@ -34,12 +32,12 @@ from clstock_otel_distro.environment_variables import (
 from clstock_otel_distro.instrumentors._patching import (
     AttributePatch,
     ClassPatch,
+    PatchingInstrumentor,
     TraceSpec,
     clstock_telemetry,
     configured_targets,
     install_all,
     traced,
-    uninstall_all,
 )
 
 __all__ = ["ClStockMethodsInstrumentor"]
@@ -49,15 +47,13 @@ _instruments: tuple[str, ...] = ()  # ClStock is an application, not a pip distr
 _SPEC = TraceSpec()  # the span name and code attributes say it all
 
 
-class ClStockMethodsInstrumentor(BaseInstrumentor):
+class ClStockMethodsInstrumentor(PatchingInstrumentor):
     """Traces the extra methods and functions listed in OTEL_PYTHON_CLSTOCK_TRACE_METHODS."""
-
-    _patches: Sequence[Any] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
+    def _install(self, **kwargs: Any) -> list[Any]:
         telemetry = clstock_telemetry(__name__, kwargs)
         wrapper = traced(telemetry, _SPEC)
         targets, missing_level = configured_targets(
@@ -71,8 +67,4 @@ class ClStockMethodsInstrumentor(BaseInstrumentor):
             else:  # module:function
                 patches.append(AttributePatch(module, name, wrapper, group=telemetry,
                                               missing_level=missing_level))
-        self._patches = install_all(patches)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        uninstall_all(self._patches)
-        self._patches = []
+        return install_all(patches)

@@ -27,28 +27,22 @@ when the application imports its module. Usage::
 from __future__ import annotations
 
 import numbers
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any
-
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_PREDICTOR_TARGETS,
     OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS,
 )
 from clstock_otel_distro.instrumentors._patching import (
-    ClassPatch,
+    PatchingInstrumentor,
     ResultExtractor,
     Target,
     TraceSpec,
     arg,
-    clstock_telemetry,
-    configured_targets,
-    install_all,
     result,
     sized_len,
-    traced,
-    uninstall_all,
+    trace_classes,
 )
 from clstock_otel_distro.semconv import (
     CLSTOCK_BATCH_FAILED,
@@ -134,23 +128,12 @@ _METHODS: dict[str, TraceSpec] = {
 }
 
 
-class ClStockPredictorInstrumentor(BaseInstrumentor):
+class ClStockPredictorInstrumentor(PatchingInstrumentor):
     """Traces the predictor classes of ClStock and all their subclasses."""
-
-    _patches: Sequence[Any] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
-        telemetry = clstock_telemetry(__name__, kwargs)
-        methods = {name: traced(telemetry, spec) for name, spec in _METHODS.items()}
-        targets, missing_level = configured_targets(
-            kwargs, OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS, DEFAULT_CLSTOCK_PREDICTOR_TARGETS)
-        self._patches = install_all(
-            ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level)
-            for module, qualname in targets)
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        uninstall_all(self._patches)
-        self._patches = []
+    def _install(self, **kwargs: Any) -> list[Any]:
+        return trace_classes(__name__, kwargs, _METHODS, OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS,
+                             DEFAULT_CLSTOCK_PREDICTOR_TARGETS)

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import datetime
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.context import attach, create_key, detach, get_current, get_value, set_value
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from clstock_otel_distro.instrumentors._patching import (
     ArgumentSlot,
     AttributePatch,
     CallExtractor,
+    PatchingInstrumentor,
     ResultExtractor,
     Target,
     Telemetry,
@@ -46,7 +46,6 @@ from clstock_otel_distro.instrumentors._patching import (
     result,
     sized_len,
     traced,
-    uninstall_all,
 )
 from clstock_otel_distro.semconv import (
     ERROR_TYPE_NO_DATA,
@@ -282,21 +281,19 @@ def _run_in_download_context(target: Target) -> Wrapper:
     return run
 
 
-class YFinanceInstrumentor(BaseInstrumentor):
+class YFinanceInstrumentor(PatchingInstrumentor):
     """Traces yfinance history, download and info calls."""
-
-    _patches: Sequence[Any] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
-    def _instrument(self, **kwargs: Any) -> None:
+    def _install(self, **kwargs: Any) -> list[Any]:
         telemetry = Telemetry(
             __name__, kwargs, histogram=YFINANCE_OPERATION_DURATION,
             description="Duration of yfinance operations.", operation_key=YFINANCE_OPERATION_NAME)
         history, info, download = (
             traced(telemetry, _HISTORY), traced(telemetry, _INFO), _download(telemetry))
-        self._patches = install_all([
+        return install_all([
             AttributePatch("yfinance.base", "TickerBase.history", history, group=telemetry),
             AttributePatch("yfinance.base", "TickerBase.get_info", info, group=telemetry),
             AttributePatch("yfinance.multi", "download", download, group=telemetry),
@@ -306,7 +303,3 @@ class YFinanceInstrumentor(BaseInstrumentor):
             AttributePatch("yfinance.multi", "_download_one", _run_in_download_context,
                            group=telemetry),
         ])
-
-    def _uninstrument(self, **kwargs: Any) -> None:
-        uninstall_all(self._patches)
-        self._patches = []
