@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import fmt, machine
+from _common import Goal, fmt, goal_lines, machine
 from _services import Sink, Stack, Variant
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +116,7 @@ def report(results: dict) -> str:
              "| gen2 / 1000 req | GC CPU ms / 1000 req | gen2 CPU ms / 1000 req "
              "| longest pause ms (wall) |", "|---" * 10 + "|"]
     cpu_per_request: dict[str, float] = {}
+    longest_pause: dict[str, float] = {}
     for name, runs in results.items():
         per_k = {gen: [] for gen in ("0", "1", "2")}
         total, full, longest, per_request = [], [], [], []
@@ -132,6 +133,7 @@ def report(results: dict) -> str:
             longest.append(max((p for gen in run["gc"]["pauses"].values() for p in gen),
                                default=0.0) * 1000)
         cpu_per_request[name] = statistics.median(per_request)
+        longest_pause[name] = statistics.median(longest)
         lines.append(
             f"| {name} | {fmt([r['load']['rps'] for r in runs])} "
             f"| {fmt([r['load']['p50_ms'] for r in runs], 1)} "
@@ -140,6 +142,18 @@ def report(results: dict) -> str:
             + f"| {fmt(total, 1)} | {fmt(full, 1)} | {fmt(longest, 2)} |")
     lines.append("\nCollector CPU per request: " + ", ".join(
         f"{name} {value:.0f} µs" for name, value in cpu_per_request.items()) + ".")
+    if "ours" in results and "ours-nofreeze" in results:
+        # The pauses the spans cause, with the distro's remedy and without it.
+        ours, nofreeze = "ours", "ours-nofreeze"
+        goals = [
+            Goal("ours: collector CPU per request below ours without gc.freeze()",
+                 cpu_per_request[ours] < cpu_per_request[nofreeze],
+                 f"{cpu_per_request[ours]:.0f} µs vs {cpu_per_request[nofreeze]:.0f} µs"),
+            Goal("ours: longest pause below ours without gc.freeze()",
+                 longest_pause[ours] < longest_pause[nofreeze],
+                 f"{longest_pause[ours]:.1f} ms vs {longest_pause[nofreeze]:.1f} ms"),
+        ]
+        lines += ["", *goal_lines(goals)]
     return "\n".join(lines)
 
 
