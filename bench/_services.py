@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from clstock_otel_distro.devstack import ServiceProcess, find_app_dir, upstream_distro_path
+from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir, upstream_distro_path
 
 __all__ = [
     "OTHER_VARIANTS",

@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from clstock_otel_distro import _attribute_cache, _resource_hash
+from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
+from clstock_otel_distro.patches import resource_hash as _resource_hash
 
 SDK_ENCODE_ATTRIBUTES = trace_encoder._encode_attributes
 SYMBOLS = ("7203", "6758", "9984", "8306", "6861", "9432", "4063", "6098", "8035", "4502")

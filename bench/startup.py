@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Goal, fmt, goal_lines, machine
 from _services import Sink, variant_env
 
-from clstock_otel_distro.devstack import find_app_dir, free_port, upstream_distro_path
+from clstock_otel_distro.tools.devstack import find_app_dir, free_port, upstream_distro_path
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("plain", "ours", "upstream")
@@ -170,12 +170,12 @@ def report(timings: dict[str, dict[str, list[float]]],
               f"{len(set(ours) - set(upstream))}, only upstream's: "
               f"{len(set(upstream) - set(ours))}."]
     heavy = [(name, name in upstream)
-             for name in ("grpc", "clstock_otel_distro.otlp_receiver", "google.protobuf",
+             for name in ("grpc", "clstock_otel_distro.tools.otlp_receiver", "google.protobuf",
                           "requests", "opentelemetry.semconv._incubating.attributes")
              if name in ours]
     lines.append("Heavy modules imported by ours at start-up: " + (", ".join(
         f"{name} ({'upstream too' if both else 'ours only'})" for name, both in heavy)
-        or "none") + ("" if {"grpc", "clstock_otel_distro.otlp_receiver"} & set(ours)
+        or "none") + ("" if {"grpc", "clstock_otel_distro.tools.otlp_receiver"} & set(ours)
                       else "; neither grpc nor the dev receiver is imported") + ".")
     total = {name: sum(d[0] for d in mods.values()) / 1000 for name, mods in imports.items()}
     lines.append("Sum of self import times (ms): " + ", ".join(

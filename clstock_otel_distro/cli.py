@@ -22,7 +22,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from clstock_otel_distro.collect import run_collect
+    from clstock_otel_distro.tools.collect import run_collect
 
     return run_collect(
         host=args.host,
@@ -35,13 +35,13 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from clstock_otel_distro.report import run_report
+    from clstock_otel_distro.tools.report import run_report
 
     return run_report(args.file, as_json=args.json)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from clstock_otel_distro.demo import run_demo
+    from clstock_otel_distro.tools.demo import run_demo
 
     return run_demo(args.app_dir)
 

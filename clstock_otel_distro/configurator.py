@@ -98,11 +98,13 @@ from opentelemetry.semconv._incubating.attributes.telemetry_attributes import (
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 from opentelemetry.util._importlib_metadata import entry_points
 
-from clstock_otel_distro import _attribute_cache, _config, _resource_hash
+from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
-from clstock_otel_distro._redaction import RedactingBatchSpanProcessor
-from clstock_otel_distro._shutdown import install_exit_hooks
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
+from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
+from clstock_otel_distro.patches import resource_hash as _resource_hash
+from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
+from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
 __all__ = [
@@ -244,7 +246,7 @@ class _CountingProcessorFactory:
     """``export_span_processor`` for the SDK: a BatchSpanProcessor with explicit settings.
 
     The processor scrubs credentials from URL attributes before it queues a span
-    (:mod:`clstock_otel_distro._redaction`). The factory counts what it built, so that
+    (:mod:`clstock_otel_distro.sdk.redaction`). The factory counts what it built, so that
     after a failure we know whether every trace exporter got its processor.
     """
 

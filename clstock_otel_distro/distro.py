@@ -54,7 +54,7 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
-from clstock_otel_distro import _config, _gc_freeze, _route_cache
+from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
@@ -62,6 +62,8 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_GC_FREEZE,
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
+from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
+from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",

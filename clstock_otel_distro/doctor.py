@@ -269,21 +269,21 @@ def _versions() -> str:
 
 
 def _is_secret(name: str) -> bool:
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     upper = name.upper()
     return _config.is_secret(name) or any(marker in upper for marker in _EXTRA_SECRET_MARKERS)
 
 
 def _mask_userinfo(text: str) -> str:
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     return _USERINFO.sub(f"{_config.MASK}@", text)
 
 
 def _display(name: str, value: str) -> str:
     """A variable's value as the report shows it: _config's masking, plus URL credentials."""
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     if _is_secret(name):
         return _config.MASK
@@ -315,7 +315,7 @@ class _Redactor:
         )
 
     def __call__(self, text: str) -> str:
-        from clstock_otel_distro import _config
+        from clstock_otel_distro import config as _config
 
         text = _mask_userinfo(text)
         for secret in self._secrets:
@@ -379,7 +379,7 @@ def _captured_config_warnings() -> Iterator[list[logging.LogRecord]]:
     if the process (a test run) met it before. The records are kept from the stderr
     fallback handler by this handler's presence.
     """
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     records: list[logging.LogRecord] = []
 
@@ -388,7 +388,7 @@ def _captured_config_warnings() -> Iterator[list[logging.LogRecord]]:
             records.append(record)
 
     handler = _Collect(logging.WARNING)
-    loggers = [logging.getLogger(f"{_OUR_PACKAGE}{name}") for name in ("_config", "configurator")]
+    loggers = [logging.getLogger(f"{_OUR_PACKAGE}{name}") for name in ("config", "configurator")]
     for logger in loggers:
         logger.addHandler(handler)
     try:
@@ -768,7 +768,7 @@ def _check_class_targets(
     app_dir: Path,
 ) -> int:
     """Check each configured class; returns how many were found."""
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     targets = _config.env_targets(variable, default)
     # As the instrumentors decide (configured_targets): a target the operator named
@@ -828,7 +828,7 @@ def _check_class_targets(
 
 
 def _check_trace_methods(section: Section) -> None:
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
     from clstock_otel_distro.environment_variables import (
         DEFAULT_CLSTOCK_TRACE_METHODS,
         OTEL_PYTHON_CLSTOCK_TRACE_METHODS,
@@ -956,7 +956,8 @@ def _check_libraries(section: Section) -> None:
 
 def _check_configuration(section: Section, selection: _Selection) -> Any:
     """List the effective configuration; returns the configurator's plan (None if unavailable)."""
-    from clstock_otel_distro import _config, configurator
+    from clstock_otel_distro import config as _config
+    from clstock_otel_distro import configurator
     from clstock_otel_distro.environment_variables import (
         DEFAULT_CLSTOCK_CODE_ATTRIBUTES,
         DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT,
@@ -1157,7 +1158,7 @@ def _tcp_probe(target: str, timeout: float) -> tuple[bool, str]:
 
 
 def _check_endpoint(section: Section, plan: Any, *, network: bool, timeout: float) -> None:
-    from clstock_otel_distro import _config
+    from clstock_otel_distro import config as _config
 
     if not network:
         section.info("OTLP endpoint", "not checked (--no-network)")

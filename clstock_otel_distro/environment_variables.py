@@ -6,7 +6,7 @@ as an ``opentelemetry_environment_variables`` entry point, so ``opentelemetry-in
 also accepts each one as a flag (``OTEL_PYTHON_CLSTOCK_TRACE_METHODS`` ->
 ``--clstock_trace_methods``). Only the variable names start with ``OTEL_``; the
 defaults are ``DEFAULT_*`` constants so they do not become flags. Values are read
-through :mod:`clstock_otel_distro._config`.
+through :mod:`clstock_otel_distro.config`.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-from clstock_otel_distro._config import env_bool, env_choice, env_targets
+from clstock_otel_distro.config import env_bool, env_choice, env_targets
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_CODE_ATTRIBUTES,
     OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,

@@ -38,8 +38,6 @@ from opentelemetry.util.http import (
     sanitize_method,
 )
 
-# One list of secret query parameters for the whole distro (the span processor's).
-from clstock_otel_distro._redaction import REDACTED, SENSITIVE_QUERY_PARAMETERS
 from clstock_otel_distro.instrumentors._patching import (
     AttributePatch,
     MeasuredCall,
@@ -54,6 +52,9 @@ from clstock_otel_distro.instrumentors._patching import (
     driver_for,
     install_all,
 )
+
+# One list of secret query parameters for the whole distro (the span processor's).
+from clstock_otel_distro.sdk.redaction import REDACTED, SENSITIVE_QUERY_PARAMETERS
 from clstock_otel_distro.semconv import (
     ERROR_TYPE,
     HTTP_CLIENT_REQUEST_DURATION,

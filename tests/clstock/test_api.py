@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import ServiceProcess
+from clstock_otel_distro.tools.devstack import ServiceProcess
 from tests.conftest import APP_DIR
 
 DEFAULT_SYMBOLS = {"7203", "6758", "9984", "6861", "8306", "9432", "4063", "6098", "8035",

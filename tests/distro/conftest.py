@@ -13,15 +13,12 @@ from typing import Any
 
 import pytest
 
-from clstock_otel_distro import (
-    _attribute_cache,
-    _config,
-    _gc_freeze,
-    _route_cache,
-    configurator,
-    distro,
-)
+from clstock_otel_distro import config as _config
+from clstock_otel_distro import configurator, distro
 from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
+from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
+from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
 from tests.distro.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent

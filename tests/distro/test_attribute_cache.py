@@ -22,7 +22,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from clstock_otel_distro import _attribute_cache
+from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
 
 SDK_ENCODE_ATTRIBUTES = trace_encoder._encode_attributes
 

@@ -41,14 +41,14 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from clstock_otel_distro.collect import Collector, CollectStats, TraceAssembler, run_collect
-from clstock_otel_distro.otlp_receiver import (
+from clstock_otel_distro.tools.collect import Collector, CollectStats, TraceAssembler, run_collect
+from clstock_otel_distro.tools.otlp_receiver import (
     ReceivedSpan,
     decode_trace_request,
     from_otlp_json,
 )
-from clstock_otel_distro.report import build_report
-from clstock_otel_distro.spanfile import SpanFileWriter, encode_spans, read_spans
+from clstock_otel_distro.tools.report import build_report
+from clstock_otel_distro.tools.spanfile import SpanFileWriter, encode_spans, read_spans
 
 CLSTOCK_OTEL = Path(sys.executable).parent / "clstock-otel"
 RESOURCE = Resource({"service.name": "clstock-api", "service.version": "1.0.0"})
@@ -539,7 +539,7 @@ def test_importing_the_cli_imports_neither_grpc_nor_protobuf():
     code = (
         "import sys, clstock_otel_distro.cli as cli; cli.build_parser(); "
         "bad = [m for m in ('grpc', 'google.protobuf', 'opentelemetry.proto', "
-        "'clstock_otel_distro.otlp_receiver') if m in sys.modules]; "
+        "'clstock_otel_distro.tools.otlp_receiver') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env=_child_env(), timeout=60)

@@ -6,8 +6,9 @@ import logging
 
 import pytest
 
-from clstock_otel_distro import _config, _logging
-from clstock_otel_distro._config import (
+from clstock_otel_distro import _logging
+from clstock_otel_distro import config as _config
+from clstock_otel_distro.config import (
     env_bool,
     env_choice,
     env_float,
@@ -302,4 +303,4 @@ def test_stderr_fallback_when_only_opentelemetry_handlers(monkeypatch, capsys):
 def test_warn_invalid_uses_package_logger(monkeypatch, caplog):
     """Warnings come from a logger under clstock_otel_distro."""
     _config.warn_invalid(VAR, "v", "bad", "x")
-    assert [r.name for r in caplog.records] == ["clstock_otel_distro._config"]
+    assert [r.name for r in caplog.records] == ["clstock_otel_distro.config"]

@@ -17,7 +17,7 @@ import pytest
 
 from clstock_otel_distro import doctor
 from clstock_otel_distro.doctor import Finding, Report, Status
-from clstock_otel_distro.otlp_receiver import OTLPReceiver
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from tests.conftest import APP_DIR
 
 # Our instrumentors' entry points, as pyproject registers them.

@@ -43,7 +43,7 @@ _SERVE = textwrap.dedent("""
     asyncio.run(main())
 """)
 
-_INSTALL = "from clstock_otel_distro import _gc_freeze; _gc_freeze.install()"
+_INSTALL = "from clstock_otel_distro.patches import uvicorn_gc_freeze; uvicorn_gc_freeze.install()"
 
 
 def _counts(output: str) -> tuple[int, int, int]:

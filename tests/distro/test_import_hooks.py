@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from clstock_otel_distro._import_hooks import when_imported
+from clstock_otel_distro.patches._hooks import when_imported
 
 
 @pytest.fixture

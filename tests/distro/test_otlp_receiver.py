@@ -53,7 +53,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from clstock_otel_distro.otlp_receiver import (
+from clstock_otel_distro.tools.otlp_receiver import (
     OTLPReceiver,
     ReceivedEvent,
     ReceivedLink,
@@ -678,7 +678,7 @@ def test_listeners_get_each_batch_and_a_failing_one_is_contained(
     receiver.add_listener(broken)
     receiver.add_listener(record)
     try:
-        with caplog.at_level(logging.ERROR, logger="clstock_otel_distro.otlp_receiver"):
+        with caplog.at_level(logging.ERROR, logger="clstock_otel_distro.tools.otlp_receiver"):
             _export_one_span(receiver, "StockPredictor.fit")
     finally:
         receiver.remove_listener(broken)
@@ -764,7 +764,7 @@ def test_stop_closes_keep_alive_connections():
 def test_importing_the_module_does_not_import_grpc_or_protos():
     """The module is cheap to import: grpc and the OTLP protos load only when needed."""
     code = (
-        "import sys, clstock_otel_distro.otlp_receiver; "
+        "import sys, clstock_otel_distro.tools.otlp_receiver; "
         "print(sorted(m for m in ('grpc', 'opentelemetry.proto') if m in sys.modules))"
     )
     result = subprocess.run(

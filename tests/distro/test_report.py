@@ -10,9 +10,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clstock_otel_distro.cli import main
-from clstock_otel_distro.otlp_receiver import decode_trace_request, from_otlp_json
-from clstock_otel_distro.report import build_report, format_report, percentile, run_report
-from clstock_otel_distro.spanfile import read_spans
+from clstock_otel_distro.tools.otlp_receiver import decode_trace_request, from_otlp_json
+from clstock_otel_distro.tools.report import build_report, format_report, percentile, run_report
+from clstock_otel_distro.tools.spanfile import read_spans
 
 BASE_NS = 1_700_000_000_000_000_000
 MS = 1_000_000

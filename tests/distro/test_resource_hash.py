@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk import resources
 from opentelemetry.sdk.resources import Resource
 
-from clstock_otel_distro import _resource_hash
+from clstock_otel_distro.patches import resource_hash as _resource_hash
 
 _SDK_HASH = Resource.__hash__
 

@@ -12,7 +12,7 @@ from opentelemetry.instrumentation import fastapi as fastapi_instrumentation
 from starlette.applications import Starlette
 from starlette.routing import Host
 
-from clstock_otel_distro import _route_cache
+from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
 
 ORIGINAL = fastapi_instrumentation._get_route_details
 

@@ -12,7 +12,7 @@ _PROGRAM = textwrap.dedent("""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-    from clstock_otel_distro._shutdown import install_flush_on_terminate
+    from clstock_otel_distro.sdk.shutdown import install_flush_on_terminate
 
     {setup}
     provider = TracerProvider()
@@ -55,7 +55,7 @@ def test_not_installed_off_the_main_thread():
     """Signal handlers belong to the main thread: elsewhere nothing is installed."""
     code = textwrap.dedent("""
         import threading
-        from clstock_otel_distro._shutdown import install_flush_on_terminate
+        from clstock_otel_distro.sdk.shutdown import install_flush_on_terminate
         result = []
         thread = threading.Thread(target=lambda: result.append(install_flush_on_terminate()))
         thread.start(); thread.join()

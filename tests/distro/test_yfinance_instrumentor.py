@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from yfinance.base import TickerBase
 
-from clstock_otel_distro.devstack import ServiceProcess
 from clstock_otel_distro.instrumentors import yfinance as yfinance_instrumentation
 from clstock_otel_distro.instrumentors._patching import error_type, is_traced
 from clstock_otel_distro.instrumentors.curl_cffi import CurlCffiInstrumentor
@@ -46,6 +45,7 @@ from clstock_otel_distro.semconv import (
     YFINANCE_TICKER_COUNT,
     YFINANCE_TICKERS,
 )
+from clstock_otel_distro.tools.devstack import ServiceProcess
 from data.stock_data import StockDataProvider
 from tests.distro.otel_testing import Telemetry, instrumented, parent_of, without_code
 from utils.yahoo_session import YAHOO_URL_ENV, configure_yfinance

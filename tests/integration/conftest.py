@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
-from clstock_otel_distro.devstack import ServiceProcess
-from clstock_otel_distro.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.devstack import ServiceProcess
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.conftest import APP_DIR
 
 FAST_EXPORT = {

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import GRACEFUL_EXIT_CODES
+from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from clstock_otel_distro.version import __version__
 from tests.integration.conftest import ancestors, otlp_env
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import ServiceProcess
-from clstock_otel_distro.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.devstack import ServiceProcess
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
 from tests.integration.conftest import launch, receiver, replay  # noqa: F401 - fixtures
 
 # The SDK's warning when a span is dropped because the batch queue is full.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import GRACEFUL_EXIT_CODES
+from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import traceparent, wait_for_traces
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import GRACEFUL_EXIT_CODES, free_port
-from clstock_otel_distro.otlp_receiver import OTLPReceiver
+from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES, free_port
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from tests.reliability.conftest import (
     QUEUE_FULL,
     rss_kib,

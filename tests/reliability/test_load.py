@@ -15,7 +15,7 @@ import http.client
 import threading
 import time
 
-from clstock_otel_distro.devstack import GRACEFUL_EXIT_CODES
+from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.reliability.conftest import QUEUE_FULL, spans_of, stop_timed, traceparent
 
 PATHS = ("/health", "/api/v1/predict/7203")

@@ -1,4 +1,4 @@
-"""The redaction applied to every span before export (clstock_otel_distro._redaction)."""
+"""The redaction applied to every span before export (clstock_otel_distro.sdk.redaction)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from clstock_otel_distro._redaction import (
+from clstock_otel_distro.sdk.redaction import (
     RedactingBatchSpanProcessor,
     redact_query,
     redact_span,

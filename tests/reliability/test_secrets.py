@@ -19,7 +19,7 @@ import secrets
 import pytest
 import requests
 
-from clstock_otel_distro.devstack import GRACEFUL_EXIT_CODES
+from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import spans_of, traceparent, wait_for_traces
 

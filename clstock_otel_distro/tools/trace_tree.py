@@ -3,7 +3,7 @@
 ``clstock-otel collect`` prints each trace this way once it is complete, and
 ``clstock-otel demo`` prints each workflow's trace::
 
-    from clstock_otel_distro.trace_tree import render_trace
+    from clstock_otel_distro.tools.trace_tree import render_trace
 
     print(render_trace(spans_of_one_trace))
 
@@ -33,7 +33,6 @@ from typing import Any, TextIO
 
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 
-from clstock_otel_distro.otlp_receiver import ReceivedSpan
 from clstock_otel_distro.semconv import (
     CLSTOCK_SCORE,
     CLSTOCK_SYMBOL,
@@ -42,6 +41,7 @@ from clstock_otel_distro.semconv import (
     URL_FULL,
     YFINANCE_TICKER,
 )
+from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
 
 __all__ = [
     "BAR_WIDTH",

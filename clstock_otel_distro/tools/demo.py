@@ -5,7 +5,7 @@ the data service and the API, each under ``opentelemetry-instrument`` and export
 that receiver. The API fetches through the data service, so its traces cross all three
 services. It calls every endpoint once (one of them failing on purpose), waits for the
 spans and stops everything. Then it prints each workflow's trace as a tree
-(:func:`~clstock_otel_distro.trace_tree.render_trace`, as ``clstock-otel collect``
+(:func:`~clstock_otel_distro.tools.trace_tree.render_trace`, as ``clstock-otel collect``
 does) and the report of every span received, computed the way ``clstock-otel report``
 does from the OTLP JSON lines file the spans were written to (``spans.jsonl`` beside
 the service logs)::
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from clstock_otel_distro.devstack import ServiceProcess, find_app_dir
-from clstock_otel_distro.otlp_receiver import OTLPReceiver, ReceivedSpan
-from clstock_otel_distro.report import build_report, format_report
-from clstock_otel_distro.spanfile import SpanFileWriter, read_spans
-from clstock_otel_distro.trace_tree import render_trace, supports_unicode
+from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.report import build_report, format_report
+from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
+from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
 
 __all__ = ["WORKFLOWS", "Call", "run_demo"]
 

@@ -48,12 +48,12 @@ from opentelemetry import metrics, trace
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.sdk.metrics import MeterProvider
 
-from clstock_otel_distro import _config
-from clstock_otel_distro._import_hooks import when_imported
+from clstock_otel_distro import config as _config
 from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT,
     OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
 )
+from clstock_otel_distro.patches._hooks import when_imported
 
 __all__ = [
     "install_exit_hooks",

@@ -27,7 +27,7 @@ from typing import Any
 
 import wrapt
 
-from clstock_otel_distro._import_hooks import when_imported
+from clstock_otel_distro.patches._hooks import when_imported
 
 __all__ = ["MAX_PATHS", "install"]
 

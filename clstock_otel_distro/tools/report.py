@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from clstock_otel_distro.otlp_receiver import ReceivedSpan
-from clstock_otel_distro.spanfile import read_spans
+from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.spanfile import read_spans
 
 __all__ = [
     "EDGE_HEADER",

@@ -4,7 +4,7 @@
 report`` reads it, and so can any tool that reads the collector's files (its
 ``otlpjsonfile`` receiver, ``jq``)::
 
-    from clstock_otel_distro.spanfile import SpanFileWriter, read_spans
+    from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
 
     with SpanFileWriter("spans.jsonl") as writer:   # appends, like the collector
         receiver.add_listener(writer.write)          # one line per export request
@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from clstock_otel_distro.otlp_receiver import (
+from clstock_otel_distro.tools.otlp_receiver import (
     ReceivedEvent,
     ReceivedLink,
     ReceivedSpan,

@@ -10,9 +10,9 @@ Start it, point the deployment's exporters at it, and watch each trace arrive as
 It listens for OTLP/HTTP (4318) and OTLP/gRPC (4317) on 127.0.0.1 and
 
 - appends every span to ``--output`` as OTLP JSON lines, in the encoding the
-  OpenTelemetry Collector's ``file`` exporter writes (:mod:`clstock_otel_distro.spanfile`),
+  OpenTelemetry Collector's ``file`` exporter writes (:mod:`clstock_otel_distro.tools.spanfile`),
   so that ``clstock-otel report`` and any tool reading collector files read either;
-- prints each trace as a tree (:mod:`clstock_otel_distro.trace_tree`) once it is
+- prints each trace as a tree (:mod:`clstock_otel_distro.tools.trace_tree`) once it is
   complete: its root span (one without a parent) has arrived and no span of the trace
   arrived for ``--quiet-period`` seconds. A trace whose root never arrives (its
   parent lives in a process exporting elsewhere) is printed after three quiet
@@ -47,9 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from clstock_otel_distro.otlp_receiver import OTLPReceiver, ReceivedSpan
-from clstock_otel_distro.spanfile import SpanFileWriter
-from clstock_otel_distro.trace_tree import render_trace, supports_unicode
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.spanfile import SpanFileWriter
+from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
 
 __all__ = [
     "CollectStats",

@@ -13,7 +13,7 @@ runs. It speaks the protocols a collector speaks:
 Everything received is decoded into frozen dataclasses (:class:`ReceivedSpan`,
 :class:`ReceivedMetric`, :class:`ReceivedLog`) and kept in a thread-safe store::
 
-    from clstock_otel_distro.otlp_receiver import OTLPReceiver
+    from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 
     with OTLPReceiver() as receiver:              # free ports on 127.0.0.1
         env = {

@@ -1,0 +1,1 @@
+"""Every patch of another package's private code."""

@@ -1,0 +1,1 @@
+"""What the distro adds at the SDK level: span processors, the exit flush, the span pipeline."""
