@@ -13,6 +13,11 @@ Usage::
 
     queue_size = env_int(OTEL_BSP_MAX_QUEUE_SIZE, 2048, minimum=1)
     targets = env_targets(OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS, DEFAULT_PREDICTOR_TARGETS)
+    if switch(OTEL_PYTHON_CLSTOCK_GC_FREEZE): ...
+
+The second half holds every default and limit the distro applies to a variable
+(:data:`SWITCHES`, the batch processors' settings, the OTLP endpoints), so distro,
+configurator and doctor agree on them.
 """
 
 from __future__ import annotations
@@ -22,12 +27,21 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from opentelemetry.sdk import environment_variables as sv
+
+from clstock_otel_distro import environment_variables as ev
 from clstock_otel_distro._logging import install_stderr_fallback
 
 __all__ = [
+    "LOG_BATCH_SETTINGS",
     "MASK",
+    "SPAN_BATCH_SETTINGS",
+    "SWITCHES",
+    "BatchSetting",
+    "batch_settings",
     "display_value",
     "env_bool",
     "env_choice",
@@ -39,6 +53,8 @@ __all__ = [
     "env_targets",
     "env_url",
     "is_secret",
+    "resource_detectors",
+    "switch",
     "warn_invalid",
 ]
 
@@ -303,3 +319,123 @@ def env_targets(name: str, default: str) -> list[tuple[str, str]]:
             warn_invalid(name, value, reason, f"the default {default!r}")
             return default_targets
     return targets
+
+
+# --------------------------------------------------------------------------------------
+# The distro's own switches, and the standard variables the distro defaults or bounds.
+# Distro, configurator, instrumentors and doctor read them through these, so each
+# default and each limit is written once.
+# --------------------------------------------------------------------------------------
+
+SWITCHES: dict[str, bool] = {
+    ev.OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS: ev.DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS,
+    ev.OTEL_PYTHON_CLSTOCK_GC_FREEZE: ev.DEFAULT_CLSTOCK_GC_FREEZE,
+    ev.OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS: ev.DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS,
+    ev.OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE: ev.DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE,
+    ev.OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE: ev.DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE,
+    ev.OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE: ev.DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE,
+}
+"""Every boolean variable of the distro, with its default."""
+
+
+def switch(name: str) -> bool:
+    """The value of one of :data:`SWITCHES`, its default when unset or bad (one warning)."""
+    return env_bool(name, SWITCHES[name])
+
+
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"
+DEFAULT_OTLP_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
+"""The OTLP exporters' endpoints when none is configured, by protocol."""
+
+# Sizes and durations beyond these are typos (or would overflow a deque or a thread
+# wait), not settings.
+MAX_QUEUE_SIZE = 1_000_000
+MAX_BATCH_MILLIS = 3_600_000
+
+
+@dataclass(frozen=True)
+class BatchSetting:
+    """One variable of a batch processor (spans or log records)."""
+
+    name: str
+    argument: str
+    """The processor's keyword argument."""
+    spec_default: int
+    """What the SDK uses when the variable is unset."""
+    default: int | None
+    """What the distro sets when it is unset (None: the spec's)."""
+    minimum: int
+    maximum: int
+
+
+DEFAULT_BSP_MAX_QUEUE_SIZE = 8192
+DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_BSP_SCHEDULE_DELAY = 1000
+DEFAULT_BSP_EXPORT_TIMEOUT = 10000
+
+SPAN_BATCH_SETTINGS = (
+    BatchSetting(sv.OTEL_BSP_SCHEDULE_DELAY, "schedule_delay_millis", 5000,
+                 DEFAULT_BSP_SCHEDULE_DELAY, 1, MAX_BATCH_MILLIS),
+    BatchSetting(sv.OTEL_BSP_MAX_QUEUE_SIZE, "max_queue_size", 2048,
+                 DEFAULT_BSP_MAX_QUEUE_SIZE, 1, MAX_QUEUE_SIZE),
+    BatchSetting(sv.OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512,
+                 DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, 1, MAX_QUEUE_SIZE),
+    BatchSetting(sv.OTEL_BSP_EXPORT_TIMEOUT, "export_timeout_millis", 30000,
+                 DEFAULT_BSP_EXPORT_TIMEOUT, 0, MAX_BATCH_MILLIS),
+)
+LOG_BATCH_SETTINGS = (
+    BatchSetting(sv.OTEL_BLRP_SCHEDULE_DELAY, "schedule_delay_millis", 1000, None, 1,
+                 MAX_BATCH_MILLIS),
+    BatchSetting(sv.OTEL_BLRP_MAX_QUEUE_SIZE, "max_queue_size", 2048, None, 1, MAX_QUEUE_SIZE),
+    BatchSetting(sv.OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, None, 1,
+                 MAX_QUEUE_SIZE),
+    BatchSetting(sv.OTEL_BLRP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, None, 0,
+                 MAX_BATCH_MILLIS),
+)
+
+
+def batch_settings(settings: Sequence[BatchSetting]) -> dict[str, int]:
+    """Explicit processor arguments for the variables that are set, validated.
+
+    A bad value warns once and the processor gets the SDK's default instead (with
+    the distro, a bad value never gets this far: it already got the distro's); a batch
+    larger than the queue (the SDK raises for it) is cut to the queue's size.
+    """
+    values: dict[str, int] = {}
+    by_argument = {setting.argument: setting for setting in settings}
+    for setting in settings:
+        fallback = setting.spec_default
+        value = env_int(setting.name, None, minimum=setting.minimum, maximum=setting.maximum,
+                        fallback=f"the default {fallback}")
+        if _raw(setting.name) is not None:
+            values[setting.argument] = fallback if value is None else value
+    queue_setting = by_argument["max_queue_size"]
+    batch_setting = by_argument["max_export_batch_size"]
+    queue = values.get("max_queue_size", queue_setting.spec_default)
+    batch = values.get("max_export_batch_size", batch_setting.spec_default)
+    if batch > queue:
+        if "max_export_batch_size" in values:
+            warn_invalid(batch_setting.name, _raw(batch_setting.name) or "",
+                         f"larger than {queue_setting.name}={queue}", str(queue))
+        values["max_export_batch_size"] = queue
+    return values
+
+
+def resource_detectors(available: Iterable[str]) -> list[str]:
+    """``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` without the names no detector has.
+
+    The unknown names warn once (the SDK would log a traceback for each); ``*``
+    (every detector) is kept.
+    """
+    known = set(available)
+    selected = env_list(sv.OTEL_EXPERIMENTAL_RESOURCE_DETECTORS)
+    unknown = [name for name in selected if name != "*" and name not in known]
+    if unknown:
+        warn_invalid(
+            sv.OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
+            _raw(sv.OTEL_EXPERIMENTAL_RESOURCE_DETECTORS) or "",
+            f"unknown resource detector {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(sorted(known))}",
+            "the other detectors",
+        )
+    return [name for name in selected if name not in unknown]

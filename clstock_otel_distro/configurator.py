@@ -41,14 +41,6 @@ from opentelemetry.environment_variables import (
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.environment_variables import (
-    OTEL_BLRP_EXPORT_TIMEOUT,
-    OTEL_BLRP_MAX_EXPORT_BATCH_SIZE,
-    OTEL_BLRP_MAX_QUEUE_SIZE,
-    OTEL_BLRP_SCHEDULE_DELAY,
-    OTEL_BSP_EXPORT_TIMEOUT,
-    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
-    OTEL_BSP_MAX_QUEUE_SIZE,
-    OTEL_BSP_SCHEDULE_DELAY,
     OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
     OTEL_EXPORTER_OTLP_COMPRESSION,
     OTEL_EXPORTER_OTLP_ENDPOINT,
@@ -100,9 +92,7 @@ from opentelemetry.util._importlib_metadata import entry_points
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
-from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
-from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
-from clstock_otel_distro.patches import resource_hash as _resource_hash
+from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
 from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
@@ -125,9 +115,9 @@ DEFAULT_RESOURCE_DETECTORS = ("process", "os", "host")
 
 # Spelled out rather than imported: older SDKs do not define it.
 _OTEL_CONFIG_FILE = "OTEL_CONFIG_FILE"
-_DEFAULT_PROTOCOL = "http/protobuf"
+_DEFAULT_PROTOCOL = _config.DEFAULT_OTLP_PROTOCOL
 _EXPORTER_BY_PROTOCOL = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
-_DEFAULT_OTLP_ENDPOINT = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
+_DEFAULT_OTLP_ENDPOINT = _config.DEFAULT_OTLP_ENDPOINTS
 _DEFAULT_ZIPKIN_ENDPOINT = "http://localhost:9411/api/v2/spans"
 _DEFAULT_ZIPKIN_TIMEOUT = 10
 _DEFAULT_SAMPLER = "parentbased_always_on"
@@ -207,28 +197,10 @@ _SIGNALS = (
     ),
 )
 
-# Larger values are typos, or overflow the SDK's deques and thread waits.
-_MAX_QUEUE = 1_000_000
-_MAX_BATCH_MILLIS = 3_600_000
 _MAX_METRIC_MILLIS = 86_400_000
 # Seconds (the Python exporters read OTEL_EXPORTER_OTLP_*TIMEOUT in seconds, where the
 # spec says milliseconds: 10000 is more likely meant as 10 s than as 2.8 hours).
 _MAX_OTLP_TIMEOUT = 3600
-
-# (variable, BatchSpanProcessor/BatchLogRecordProcessor argument, spec default, minimum,
-#  maximum)
-_BSP_SETTINGS = (
-    (OTEL_BSP_SCHEDULE_DELAY, "schedule_delay_millis", 5000, 1, _MAX_BATCH_MILLIS),
-    (OTEL_BSP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1, _MAX_QUEUE),
-    (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1, _MAX_QUEUE),
-    (OTEL_BSP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0, _MAX_BATCH_MILLIS),
-)
-_BLRP_SETTINGS = (
-    (OTEL_BLRP_SCHEDULE_DELAY, "schedule_delay_millis", 1000, 1, _MAX_BATCH_MILLIS),
-    (OTEL_BLRP_MAX_QUEUE_SIZE, "max_queue_size", 2048, 1, _MAX_QUEUE),
-    (OTEL_BLRP_MAX_EXPORT_BATCH_SIZE, "max_export_batch_size", 512, 1, _MAX_QUEUE),
-    (OTEL_BLRP_EXPORT_TIMEOUT, "export_timeout_millis", 30000, 0, _MAX_BATCH_MILLIS),
-)
 
 # What the last-resort configuration keeps from the environment: who the service
 # is, and whether the SDK is disabled. Every other OTEL_ variable is hidden.
@@ -301,9 +273,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 os.environ[name] = value
         # The OTLP encoders hash the resource of every exported span, and encode
         # every attribute of every span anew: both done once instead.
-        _resource_hash.install()
-        if _config.env_bool(OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE, True):
-            _attribute_cache.install()
+        registry.install(resource_hash.PATCH)
+        registry.install(otlp_attribute_cache.PATCH)
         try:
             with _environ_overrides(plan.scoped_environ):
                 super()._configure(**plan.kwargs)
@@ -502,17 +473,8 @@ def _environment_resource_keys() -> set[str]:
 def _plan_resource(plan: _Plan) -> None:
     available = _entry_point_names(_RESOURCE_DETECTOR_GROUP)
     selected = _config.env_list(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS)
-    unknown = [name for name in selected if name != "*" and name not in available]
-    if unknown:
-        _config.warn_invalid(
-            OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
-            _config.env_str(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS) or "",
-            f"unknown resource detector {', '.join(map(repr, unknown))}; "
-            f"available: {', '.join(sorted(available))}",
-            "the other detectors",
-        )
     ours = [name for name in DEFAULT_RESOURCE_DETECTORS if name in available]
-    detectors = list(dict.fromkeys(ours + [name for name in selected if name not in unknown]))
+    detectors = list(dict.fromkeys(ours + _config.resource_detectors(available)))
     if detectors != selected:
         # Written for good, not only for the SDK call: after a fork the providers
         # re-run the process-dependent detectors listed in this variable, and
@@ -734,44 +696,16 @@ def _plan_id_generator(plan: _Plan) -> None:
     plan.kwargs["id_generator"] = generator
 
 
-def _batch_settings(settings: tuple[tuple[str, str, int, int, int], ...]) -> dict[str, int]:
-    """Explicit processor arguments for the variables that are set (validated)."""
-    values: dict[str, int] = {}
-    defaults: dict[str, int] = {}
-    variables: dict[str, str] = {}
-    for name, argument, default, minimum, maximum in settings:
-        defaults[argument] = default
-        variables[argument] = name
-        value = _config.env_int(name, None, minimum=minimum, maximum=maximum,
-                                fallback=f"the default {default}")
-        if _config.env_str(name) is not None:
-            values[argument] = default if value is None else value
-    queue = values.get("max_queue_size", defaults["max_queue_size"])
-    batch = values.get("max_export_batch_size", defaults["max_export_batch_size"])
-    if batch > queue:
-        # The processors raise ValueError for a batch larger than the queue.
-        if "max_export_batch_size" in values:
-            name = variables["max_export_batch_size"]
-            _config.warn_invalid(
-                name,
-                _config.env_str(name) or "",
-                f"larger than {variables['max_queue_size']}={queue}",
-                str(queue),
-            )
-        values["max_export_batch_size"] = queue
-    return values
-
-
 def _plan_processors(plan: _Plan) -> None:
     # Explicit arguments: the SDK's processors int() these variables themselves,
     # log a traceback for garbage, and raise (after the tracer provider is
     # installed) for zero or negative values.
     if plan.kwargs.get("export_span_processor") is None:
         plan.kwargs["export_span_processor"] = _CountingProcessorFactory(
-            **_batch_settings(_BSP_SETTINGS)
+            **_config.batch_settings(_config.SPAN_BATCH_SETTINGS)
         )
     if plan.kwargs.get("export_log_record_processor") is None and plan.exporters["logs"]:
-        settings = _batch_settings(_BLRP_SETTINGS)
+        settings = _config.batch_settings(_config.LOG_BATCH_SETTINGS)
         if settings:
             plan.kwargs["export_log_record_processor"] = functools.partial(
                 BatchLogRecordProcessor, **settings

@@ -36,10 +36,6 @@ from opentelemetry.metrics import NoOpMeterProvider, get_meter_provider
 from opentelemetry.sdk.environment_variables import (
     OTEL_ATTRIBUTE_COUNT_LIMIT,
     OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-    OTEL_BSP_EXPORT_TIMEOUT,
-    OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
-    OTEL_BSP_MAX_QUEUE_SIZE,
-    OTEL_BSP_SCHEDULE_DELAY,
     OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
     OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
     OTEL_EXPORTER_OTLP_PROTOCOL,
@@ -58,19 +54,12 @@ from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
-    OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE,
-    OTEL_PYTHON_CLSTOCK_GC_FREEZE,
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
-from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
-from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
+from clstock_otel_distro.patches import fastapi_route_cache, registry, uvicorn_gc_freeze
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
-    "DEFAULT_BSP_EXPORT_TIMEOUT",
-    "DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE",
-    "DEFAULT_BSP_MAX_QUEUE_SIZE",
-    "DEFAULT_BSP_SCHEDULE_DELAY",
     "DEFAULT_SANITIZE_FIELDS",
     "ClStockDistro",
     "distro_ran",
@@ -86,21 +75,12 @@ OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS = (
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 )
 
-DEFAULT_BSP_MAX_QUEUE_SIZE = 8192
-DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE = 512
-DEFAULT_BSP_SCHEDULE_DELAY = 1000
-DEFAULT_BSP_EXPORT_TIMEOUT = 10000
 DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT = 4096
 # Regular expressions, searched case-insensitively in header names.
 DEFAULT_SANITIZE_FIELDS = (
     "authorization,proxy-authorization,cookie,set-cookie,x-api-key,api-key,apikey,"
     ".*token.*,.*secret.*,.*session.*,.*password.*,.*credential.*"
 )
-
-# Sizes and durations beyond these are typos (or would overflow a deque or a
-# thread wait), not settings.
-_MAX_QUEUE_SIZE = 1_000_000
-_MAX_MILLIS = 3_600_000
 
 _MAX_LIMIT = 2**31 - 1
 _LIMIT_VARIABLES = (
@@ -224,6 +204,33 @@ def _check_limits() -> None:
                 os.environ.pop(name, None)
 
 
+def _default_batch_settings() -> None:
+    """Our defaults for the span batch processor; a bad value warns once and gets it."""
+    queue = None
+    for setting in _config.SPAN_BATCH_SETTINGS:
+        default = setting.default
+        if setting.argument == "max_export_batch_size" and queue is not None:
+            default = min(default, queue)
+        value = _default_int(setting.name, default, minimum=setting.minimum,
+                             maximum=setting.maximum)
+        if setting.argument == "max_queue_size":
+            queue = value
+
+
+def _check_resource_detectors() -> None:
+    """Drop the unknown names from OTEL_EXPERIMENTAL_RESOURCE_DETECTORS (one warning)."""
+    raw = _config.env_str(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS)
+    if raw is None:
+        return
+    available = {ep.name for ep in entry_points(group="opentelemetry_resource_detector")}
+    kept = _config.resource_detectors(available)
+    if kept != _config.env_list(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS):
+        if kept:
+            os.environ[OTEL_EXPERIMENTAL_RESOURCE_DETECTORS] = ",".join(kept)
+        else:
+            del os.environ[OTEL_EXPERIMENTAL_RESOURCE_DETECTORS]
+
+
 def _exports_no_metrics() -> bool:
     """Whether the installed MeterProvider is the SDK's with no metric reader.
 
@@ -268,27 +275,15 @@ class ClStockDistro(BaseDistro):
         _default_list(OTEL_SEMCONV_STABILITY_OPT_IN, "http", _SEMCONV_OPT_IN_VALUES.__contains__,
                       "unknown value")
 
-        # A queue of 8192 spans (spec: 2048) rides out about 4 s of a collector restart or
-        # stall at the busiest rate measured (about 2000 spans/s, /health at 700
-        # requests/s on 2 cores) without dropping a span; the spec's queue, 1 s. At
-        # about 3 KB a span it costs up to 25 MB while the collector is away (2048: 6 MB),
-        # and never more: the queue is bounded.
-        queue = _default_int(OTEL_BSP_MAX_QUEUE_SIZE, DEFAULT_BSP_MAX_QUEUE_SIZE,
-                             minimum=1, maximum=_MAX_QUEUE_SIZE)
-        # The spec's 512 spans per export request (a few hundred KB of OTLP), never
-        # more than the queue holds (the SDK refuses a batch larger than the queue).
-        _default_int(OTEL_BSP_MAX_EXPORT_BATCH_SIZE, min(DEFAULT_BSP_MAX_EXPORT_BATCH_SIZE, queue),
-                     minimum=1, maximum=_MAX_QUEUE_SIZE)
-        # Export every second (spec: 5 s): traces show up while one still looks for
-        # them, and a process killed without warning (SIGKILL, OOM) loses one second
-        # of spans, not five. At idle it costs at most one small request per second.
-        _default_int(OTEL_BSP_SCHEDULE_DELAY, DEFAULT_BSP_SCHEDULE_DELAY,
-                     minimum=1, maximum=_MAX_MILLIS)
-        # Matches the OTLP exporters' own 10 s timeout (spec: 30 s). SDK 1.45 does not
-        # enforce it yet (opentelemetry-python#4555); when it does, one stalled export
-        # must not hold a full queue for 30 s.
-        _default_int(OTEL_BSP_EXPORT_TIMEOUT, DEFAULT_BSP_EXPORT_TIMEOUT,
-                     minimum=0, maximum=_MAX_MILLIS)
+        # The span batch processor (config.SPAN_BATCH_SETTINGS): a queue of 8192 spans
+        # (spec: 2048) rides out a collector restart or stall at the busiest rate measured
+        # without dropping a span, and is bounded; the spec's 512 spans per export request
+        # (never more than the queue holds: the SDK refuses that); an export every second
+        # (spec: 5 s), so traces show up while one still looks for them and a process
+        # killed without warning loses one second of spans, not five; a 10 s export
+        # timeout (spec: 30 s), the OTLP exporters' own, so one stalled export does not
+        # hold a full queue for 30 s.
+        _default_batch_settings()
 
         # Attribute values are cut at 4096 characters (spec: unlimited). A huge query
         # string, request body or exception message must not make one span weigh
@@ -305,21 +300,17 @@ class ClStockDistro(BaseDistro):
         # No default here (the configurator adds process,os,host), only the check, which
         # cannot wait for the configurator: importing the SDK's logs module already
         # builds a resource, and the SDK logs a traceback for an unknown detector.
-        detectors = {ep.name for ep in entry_points(group="opentelemetry_resource_detector")}
-        _default_list(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, None,
-                      lambda name: name == "*" or name in detectors, "unknown resource detector")
+        _check_resource_detectors()
         # No default (every URL is traced), only the check: the curl_cffi
         # instrumentation compiles these patterns and would fail to load on a bad one.
         _default_list(OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS, None, _is_regex,
                       "not a regular expression:")
-        # Queued spans provoke full collections that walk the whole start-up heap
-        # (80-110 ms pauses on ClStock): freeze it once uvicorn has started.
-        if _config.env_bool(OTEL_PYTHON_CLSTOCK_GC_FREEZE, True):
-            _gc_freeze.install()
+        # Queued spans provoke full collections that walk the whole start-up heap:
+        # freeze it once uvicorn has started.
+        registry.install(uvicorn_gc_freeze.PATCH)
         # The FastAPI instrumentation matches every route again on each request to
         # name its span: remembered per path instead.
-        if _config.env_bool(OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE, True):
-            _route_cache.install()
+        registry.install(fastapi_route_cache.PATCH)
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         """Load and instrument one entry point; a failing instrumentor is skipped, not fatal.
@@ -329,8 +320,8 @@ class ClStockDistro(BaseDistro):
         instrumentor unloaded. One broken instrumentation must not cost the others,
         so the failure is logged as one warning (traceback at debug) and skipped.
         """
-        if entry_point.name == "fastapi" and not _config.env_bool(
-            OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS, False
+        if entry_point.name == "fastapi" and not _config.switch(
+            OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS
         ):
             # The ASGI middleware's internal "http send"/"http receive" spans, two or
             # three per request, carry no information a server span lacks and cost

@@ -12,12 +12,17 @@ through :mod:`clstock_otel_distro.config`.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS",
     "DEFAULT_CLSTOCK_CODE_ATTRIBUTES",
     "DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS",
+    "DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
+    "DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE",
+    "DEFAULT_CLSTOCK_GC_FREEZE",
+    "DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
+    "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
     "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
-    "DEFAULT_CURL_CFFI_EXCLUDED_URLS",
     "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
     "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES",
     "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
@@ -26,6 +31,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
+    "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
@@ -41,7 +47,14 @@ DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS = (
     "data.stock_data:StockDataProvider,data.async_stock_data:AsyncStockDataProvider"
 )
 DEFAULT_CLSTOCK_TRACE_METHODS = ""
-DEFAULT_CURL_CFFI_EXCLUDED_URLS = ""
+DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT = 1000
+DEFAULT_CLSTOCK_CODE_ATTRIBUTES = "all"
+DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS = False
+DEFAULT_CLSTOCK_GC_FREEZE = True
+DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = True
+DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE = True
+DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
+DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
 
 OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS = "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS"
 """
@@ -88,8 +101,6 @@ instrumentation creates no client span.
 **Default value:** empty (every request is traced)
 """
 
-DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT = 1000
-
 OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT = "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT"
 """
 .. envvar:: OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT
@@ -98,7 +109,7 @@ Milliseconds an exiting process spends, at most, handing its queued spans, metri
 and logs to the exporters and shutting them down, whether it was terminated by
 SIGTERM or exits normally. The providers are shut down in parallel; whatever is not
 delivered by then (the collector is down or does not answer) is given up, so the
-process exits on time instead of waiting out the exporters' retries (8 to 15 s).
+process exits on time instead of waiting out the exporters' retries.
 A process left at the default SIGTERM action would otherwise die without flushing
 (uvicorn re-raises SIGTERM after its graceful shutdown).
 
@@ -123,14 +134,12 @@ OTEL_PYTHON_CLSTOCK_GC_FREEZE = "OTEL_PYTHON_CLSTOCK_GC_FREEZE"
 ``true`` calls ``gc.freeze()`` once uvicorn has started (the application imported,
 its lifespan run, no request served yet), in every worker: the objects alive then
 leave the garbage collector's generations, so the full collections that queued
-spans provoke no longer walk the whole start-up heap (pauses of 90-105 ms down to a
-few ms on ClStock). A reference cycle among those objects that becomes garbage later
+spans provoke no longer walk the whole start-up heap (bench/gc_pauses.py measures
+the pauses with and without it). A reference cycle among those objects that becomes garbage later
 is not reclaimed. ``false`` leaves the collector alone.
 
 **Default value:** ``true``
 """
-
-DEFAULT_CLSTOCK_CODE_ATTRIBUTES = "all"
 
 OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES = "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES"
 """
@@ -139,8 +148,8 @@ OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES = "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES"
 The source-location attributes on ClStock's spans (predictor, data provider,
 yfinance, traced methods): ``all`` (``code.function.name``, ``code.file.path``,
 ``code.line.number``), ``function`` (``code.function.name`` only) or ``none``.
-The file path and line number are about a third of the cost of exporting one of
-these spans (about 12 µs of 41 on a 2-core machine).
+The file path and line number are a large part of the cost of exporting one of
+these spans (bench/encoding.py).
 
 **Default value:** ``all``
 """
@@ -152,8 +161,8 @@ OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = "OTEL_PYTHON_CLSTOCK_DEFER_UNSAM
 ``true`` keeps the duration of a call whose span is not recorded (a trace the
 sampler dropped) in a small buffer and hands it to the duration histogram when the
 metric reader collects, with the same attributes and in the same interval, instead
-of on the call's thread (about 1 µs per call instead of 8). ``false`` records
-each at once.
+of on the call's thread, at a fraction of the cost on the call's path
+(bench/per_call.py). ``false`` records each at once.
 
 **Default value:** ``true``
 """
@@ -164,7 +173,7 @@ OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE = "OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CAC
 
 ``true`` remembers, per request path and method, the route template the FastAPI
 instrumentation names server spans after, instead of matching every route of the
-app again on each request (about 80 µs per request on a 2-core machine). Apps with
+app again on each request. Apps with
 ``Host`` routes or route classes of their own are always looked up in full.
 ``false`` looks every request up as upstream does.
 
@@ -178,8 +187,20 @@ OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE = "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_C
 ``true`` keeps the OTLP encoding of span attributes whose value repeats (a string,
 integer or boolean seen before: method, route, address, symbol...) and reuses it,
 instead of building every attribute of every exported span anew (the bytes sent
-are the same; encoding a FastAPI server span takes about 40% less CPU). At most 4096
-are kept. ``false`` encodes each time, as the SDK does.
+are the same; bench/encoding.py measures the saving). At most 4096 are kept.
+``false`` encodes each time, as the SDK does.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE = "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE
+
+``true`` computes the hash of each SDK ``Resource`` once and keeps it (the SDK
+JSON-encodes the resource's attributes on every hash, and the OTLP encoders hash
+the resource of every exported span). ``false`` leaves ``Resource.__hash__`` as the
+SDK has it.
 
 **Default value:** ``true``
 """

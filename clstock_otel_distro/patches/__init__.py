@@ -1,1 +1,37 @@
-"""Every patch of another package's private code."""
+"""Every patch of another package's private code, in one registry.
+
+Each module here is one patch and defines ``PATCH``, an
+:class:`~clstock_otel_distro.patches.registry.UpstreamPatch` (the distribution and
+symbol it touches, the verified version range, its switch, shape check and undo);
+:func:`~clstock_otel_distro.patches.registry.install` applies it when its module is
+imported, and only when the installed upstream is the one it was written for.
+
+The entries (``clstock-otel doctor`` lists them with their state):
+
+- ``fastapi_route_cache``: the FastAPI instrumentation's ``_get_route_details``
+- ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
+- ``resource_hash``: the SDK's ``Resource.__hash__``
+- ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
+- ``uvicorn_signal_capture``: uvicorn's ``Server.capture_signals``
+"""
+
+from __future__ import annotations
+
+from clstock_otel_distro.patches import (
+    fastapi_route_cache,
+    otlp_attribute_cache,
+    resource_hash,
+    uvicorn_gc_freeze,
+    uvicorn_signal_capture,
+)
+from clstock_otel_distro.patches.registry import UpstreamPatch
+
+__all__ = ["ALL_PATCHES"]
+
+ALL_PATCHES: tuple[UpstreamPatch, ...] = (
+    fastapi_route_cache.PATCH,
+    otlp_attribute_cache.PATCH,
+    resource_hash.PATCH,
+    uvicorn_gc_freeze.PATCH,
+    uvicorn_signal_capture.PATCH,
+)

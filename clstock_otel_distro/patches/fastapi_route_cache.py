@@ -4,8 +4,8 @@ Upstream's FastAPI instrumentation names the server span after the route templat
 (``GET /api/v1/predict/{symbol}``). It finds the template before the application
 routes the request, by flattening the app's route list (one wrapper object per
 route with FastAPI >= 0.137) and matching each route against the request, on every
-request: about 80 µs of the ~550 µs the distro adds to ClStock's ``/health`` on a
-2-core machine (6% of the process's samples, bench/README.md). For routes that match
+request: a large share of what the distro adds to a small request such as ClStock's
+``/health`` (bench/README.md, "What the profiles say"). For routes that match
 on the path and method alone (starlette's ``Route``, ``Mount`` and
 ``WebSocketRoute``, FastAPI's subclasses of them), the answer depends only on the
 request's type, method, root path and path, so it is remembered per app, up to
@@ -19,6 +19,7 @@ anything, headers included) is not cached: every request is looked up as upstrea
 
 from __future__ import annotations
 
+import inspect
 import logging
 import weakref
 from collections.abc import Callable, Iterable
@@ -27,9 +28,10 @@ from typing import Any
 
 import wrapt
 
-from clstock_otel_distro.patches._hooks import when_imported
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE
+from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["MAX_PATHS", "install"]
+__all__ = ["MAX_PATHS", "PATCH", "patch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -55,19 +57,43 @@ class _AppRoutes:
 _apps: weakref.WeakKeyDictionary[Any, _AppRoutes] = weakref.WeakKeyDictionary()
 
 
-def install() -> None:
-    """Cache the route lookup of the FastAPI instrumentation, once it is imported."""
-    when_imported(_MODULE, patch, "route lookups are not cached")
+def _shape(module: ModuleType) -> str | None:
+    lookup = getattr(module, _FUNCTION, None)
+    if not callable(lookup):
+        return f"{_FUNCTION} is missing"
+    try:
+        parameters = list(inspect.signature(lookup).parameters)
+    except (TypeError, ValueError):
+        return f"{_FUNCTION} has no signature"
+    if parameters[:1] != ["scope"]:
+        return f"{_FUNCTION}{tuple(parameters)} no longer takes the ASGI scope first"
+    return None
 
 
-def patch(module: ModuleType) -> None:
+def patch(module: ModuleType) -> Callable[[], None]:
     """Wrap ``module._get_route_details`` (the FastAPI instrumentation's module)."""
-    if not callable(getattr(module, _FUNCTION, None)):
-        _logger.debug("clstock-otel: %s.%s not found; route lookups are not cached",
-                      _MODULE, _FUNCTION)
-        return
+    original = getattr(module, _FUNCTION)
     flatten = getattr(module, "_flatten_routes", None)
     wrapt.wrap_function_wrapper(module, _FUNCTION, _cached(flatten))
+
+    def undo() -> None:
+        setattr(module, _FUNCTION, original)
+        _apps.clear()
+
+    return undo
+
+
+PATCH = UpstreamPatch(
+    name="fastapi-route-cache",
+    distribution="opentelemetry-instrumentation-fastapi",
+    module=_MODULE,
+    symbol=_FUNCTION,
+    versions=">=0.66b0,<0.67",
+    purpose="FastAPI route lookups remembered per path",
+    shape=_shape,
+    apply=patch,
+    switch=OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE,
+)
 
 
 def _cached(flatten: Callable[[Any], Iterable[Any]] | None) -> Callable[..., Any]:

@@ -1,9 +1,9 @@
 """Encode each repeated span attribute to OTLP protobuf once, not once per span.
 
 The OTLP exporters (HTTP and gRPC alike) turn every attribute of every exported span
-into a ``KeyValue`` message built from Python: about 2.5 µs each, 15 of them on a
-FastAPI server span, which makes the encoding the largest single cost the distro
-adds to a small request (bench/README.md). Most attribute values repeat from span to
+into a ``KeyValue`` message built from Python, fifteen of them on a FastAPI server
+span, which makes the encoding the largest single cost the distro adds to a small
+request (bench/encoding.py, bench/README.md). Most attribute values repeat from span to
 span (``http.request.method=GET``, ``http.route``, ``server.address``, a stock
 symbol, a source file): those ``KeyValue`` messages are kept, and a span's attribute
 list is assembled from them. Protobuf copies a message into the span that holds it,
@@ -26,9 +26,10 @@ from typing import Any
 
 import wrapt
 
-from clstock_otel_distro.patches._hooks import when_imported
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
+from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["MAX_ENTRIES", "install", "patch"]
+__all__ = ["MAX_ENTRIES", "PATCH", "patch"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,28 +43,54 @@ MAX_ENTRIES = 4096
 _CACHED_TYPES = (str, int, bool)
 
 
-def install() -> None:
-    """Cache attribute encoding in the OTLP span encoder, once it is imported."""
-    when_imported(_MODULE, patch, "attributes are encoded each time")
+def _shape(module: ModuleType) -> str | None:
+    encode = getattr(module, _FUNCTION, None)
+    if not callable(encode):
+        return f"{_FUNCTION} is missing"
+    # One mapping in, a list of KeyValue messages out: checked on a real call.
+    encoded = encode({"clstock.shape": "ok"})
+    if not (isinstance(encoded, list) and len(encoded) == 1
+            and getattr(encoded[0], "key", None) == "clstock.shape"):
+        return f"{_FUNCTION} no longer returns a list of KeyValue messages"
+    return None
 
 
-def patch(module: ModuleType) -> None:
+def patch(module: ModuleType) -> Callable[[], None]:
     """Wrap ``module._encode_attributes`` (the SDK's OTLP span encoder module)."""
-    if not callable(getattr(module, _FUNCTION, None)):
-        _logger.debug("clstock-otel: %s.%s not found; attributes are encoded each time",
-                      _MODULE, _FUNCTION)
-        return
-    wrapt.wrap_function_wrapper(module, _FUNCTION, _cached_encoder())
+    original = getattr(module, _FUNCTION)
+    wrapt.wrap_function_wrapper(module, _FUNCTION, _KeptEncodings())
+    return lambda: setattr(module, _FUNCTION, original)
 
 
-def _cached_encoder() -> Callable[..., Any]:
-    kept: dict[tuple[str, type, Any], Any] = {}
+PATCH = UpstreamPatch(
+    name="otlp-attribute-cache",
+    distribution="opentelemetry-exporter-otlp-proto-common",
+    module=_MODULE,
+    symbol=_FUNCTION,
+    versions=">=1.45,<1.46",
+    purpose="repeated span attributes encoded to OTLP once",
+    shape=_shape,
+    apply=patch,
+    switch=OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE,
+)
 
-    def encode_attributes(wrapped: Callable[..., Any], instance: Any, args: tuple,
-                          kwargs: dict) -> Any:
+
+class _KeptEncodings:
+    """The wrapper of ``_encode_attributes``: the kept ``KeyValue`` messages, by
+    (key, type, value)."""
+
+    def __init__(self) -> None:
+        self.messages: dict[tuple[str, type, Any], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __call__(self, wrapped: Callable[..., Any], instance: Any, args: tuple,
+                 kwargs: dict) -> Any:
         attributes = args[0] if len(args) == 1 and not kwargs else None
         if not attributes or not isinstance(attributes, Mapping):
             return wrapped(*args, **kwargs)
+        kept = self.messages
         encoded: list[Any] = []
         for key, value in attributes.items():
             kind = type(value)
@@ -83,6 +110,3 @@ def _cached_encoder() -> Callable[..., Any]:
                 kept[cache_key] = message
             encoded.append(message)
         return encoded
-
-    encode_attributes.kept = kept  # type: ignore[attr-defined]  # for tests
-    return encode_attributes

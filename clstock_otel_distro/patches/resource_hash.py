@@ -2,42 +2,64 @@
 
 ``Resource.__hash__`` (SDK 1.45) JSON-encodes every attribute on each call, and the
 OTLP encoders group spans by resource, hashing the resource of every span they
-export: 6.5 µs per span with the process, os and host detectors' attributes, about
-1% of a traced ``/api/v1/recommendations`` (bench/README.md). A resource's
-attributes are immutable, so its hash is computed once and kept on the object.
+export (bench/README.md has its cost). A resource's attributes are immutable, so its
+hash is computed once and kept on the object; the value is the SDK's own.
+``OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE=false`` turns it off.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
 
-from opentelemetry.sdk.resources import Resource
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE
+from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["install", "uninstall"]
+__all__ = ["PATCH", "patch"]
 
 _CACHE = "_clstock_hash"
 
 
-def install() -> None:
-    """Make ``Resource.__hash__`` compute each resource's hash once (idempotent)."""
-    compute = Resource.__hash__
-    if getattr(compute, "_clstock_once", False):
-        return
+def _shape(module: ModuleType) -> str | None:
+    resource_class = getattr(module, "Resource", None)
+    if resource_class is None:
+        return "Resource is missing"
+    if "__hash__" not in vars(resource_class):
+        return "Resource no longer defines __hash__"
+    if not hasattr(resource_class({}), "__dict__"):
+        return "Resource instances no longer have a __dict__ to keep the hash in"
+    return None
 
-    def __hash__(self: Resource) -> int:
+
+def patch(module: ModuleType) -> Callable[[], None]:
+    """Make ``Resource.__hash__`` compute each resource's hash once."""
+    resource_class = module.Resource
+    compute = resource_class.__hash__
+
+    def __hash__(self: object) -> int:
         known = self.__dict__.get(_CACHE)
         if known is None:
             # Two threads may both compute it the first time: same value.
             known = self.__dict__[_CACHE] = compute(self)
         return known
 
-    __hash__._clstock_once = True  # type: ignore[attr-defined]
     __hash__.__wrapped__ = compute  # type: ignore[attr-defined]
-    Resource.__hash__ = __hash__  # type: ignore[method-assign]
+    resource_class.__hash__ = __hash__
+
+    def undo() -> None:
+        resource_class.__hash__ = compute
+
+    return undo
 
 
-def uninstall() -> None:
-    """Restore the SDK's own ``Resource.__hash__`` (for tests)."""
-    current: Any = Resource.__hash__
-    if getattr(current, "_clstock_once", False):
-        Resource.__hash__ = current.__wrapped__  # type: ignore[method-assign]
+PATCH = UpstreamPatch(
+    name="resource-hash-cache",
+    distribution="opentelemetry-sdk",
+    module="opentelemetry.sdk.resources",
+    symbol="Resource.__hash__",
+    versions=">=1.45,<1.46",
+    purpose="each Resource hashed once, not once per exported span",
+    shape=_shape,
+    apply=patch,
+    switch=OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE,
+)

@@ -3,11 +3,11 @@
 Spans wait in the batch processor's queue for up to a second, long enough to be
 promoted to the collector's oldest generation, so a traced process runs full
 collections about three times as often as an untraced one, and each walks the whole
-heap: pandas, numpy, FastAPI, the SDK, everything imported at start-up (pauses of
-78-110 ms measured on ClStock, bench/gc_pauses.py). ``gc.freeze()`` moves the objects
-alive at that moment to a permanent generation the collector no longer scans: a full
-collection then takes 10-25 ms, and the collector's CPU per request is back to an
-untraced process's.
+heap: pandas, numpy, FastAPI, the SDK, everything imported at start-up (the pauses
+and their cost are measured by bench/gc_pauses.py). ``gc.freeze()`` moves the objects
+alive at that moment to a permanent generation the collector no longer scans: full
+collections get short, and the collector's CPU per request is back to an untraced
+process's.
 
 It is the moment CPython's documentation recommends (after start-up, before serving:
 pre-fork servers do it for copy-on-write). What it changes for the application: a
@@ -20,30 +20,36 @@ the process, so measured RSS does not change (bench/memory.py).
 from __future__ import annotations
 
 import gc
+import inspect
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import wrapt
 
-from clstock_otel_distro.patches._hooks import when_imported
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_GC_FREEZE
+from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["install"]
-
-_MODULE = "uvicorn.server"
+__all__ = ["PATCH", "patch"]
 
 
-def install() -> None:
+def _shape(module: ModuleType) -> str | None:
+    server = getattr(module, "Server", None)
+    startup = getattr(server, "startup", None)
+    if not inspect.iscoroutinefunction(startup):
+        return "Server.startup is no longer a coroutine function"
+    return None
+
+
+def patch(module: ModuleType) -> Callable[[], None]:
     """``gc.freeze()`` when uvicorn's ``Server.startup()`` returns, in every worker.
 
-    A post-import hook: nothing is imported here, and a process that never imports
-    uvicorn (a batch job, another server) is not touched. gunicorn's uvicorn workers
-    and ``--reload``/``--workers`` children run the same ``Server.startup``.
+    gunicorn's uvicorn workers and ``--reload``/``--workers`` children run the same
+    ``Server.startup``; a process that never imports uvicorn is not touched.
     """
-    when_imported(_MODULE, _patch, "no gc.freeze() at start-up")
-
-
-def _patch(module: ModuleType) -> None:
+    original = module.Server.__dict__["startup"]
     wrapt.wrap_function_wrapper(module, "Server.startup", _startup)
+    return lambda: setattr(module.Server, "startup", original)
 
 
 async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -53,3 +59,16 @@ async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     # would add 60-100 ms to start-up.
     gc.freeze()
     return result
+
+
+PATCH = UpstreamPatch(
+    name="uvicorn-gc-freeze",
+    distribution="uvicorn",
+    module="uvicorn.server",
+    symbol="Server.startup",
+    versions=">=0.29,<1",
+    purpose="gc.freeze() once uvicorn has started",
+    shape=_shape,
+    apply=patch,
+    switch=OTEL_PYTHON_CLSTOCK_GC_FREEZE,
+)

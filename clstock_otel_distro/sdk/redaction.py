@@ -30,7 +30,6 @@ redacted in it.
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -215,17 +214,30 @@ def redact_span(span: ReadableSpan) -> ReadableSpan:
         status = Status(span.status.status_code, redacted_description)
     if attributes is None and events is None and status is None:
         return span
-    # ReadableSpan has no public way to derive a copy with other attributes; a
-    # shallow copy keeps every other field (the dropped counts of events and links
-    # included) exactly as the SDK made them, and the original is left untouched.
-    clone = copy.copy(span)
-    if attributes is not None:
-        clone._attributes = _bounded(span.attributes, attributes, span.dropped_attributes)
-    if events is not None:
-        clone._events = events
-    if status is not None:
-        clone._status = status
-    return clone
+    # A new ReadableSpan through its public constructor (the original is left
+    # untouched). The dropped counts travel in the bounded containers, as the SDK's
+    # properties read them there.
+    links = BoundedList(maxlen=None)
+    links.extend(span.links)
+    links.dropped = span.dropped_links
+    if events is None:
+        events = BoundedList(maxlen=None)
+        events.extend(span.events)
+        events.dropped = span.dropped_events
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_bounded(span.attributes, attributes or {}, span.dropped_attributes),
+        events=events,
+        links=links,
+        kind=span.kind,
+        status=span.status if status is None else status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 class RedactingBatchSpanProcessor(BatchSpanProcessor):

@@ -53,7 +53,7 @@ from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT,
     OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
 )
-from clstock_otel_distro.patches._hooks import when_imported
+from clstock_otel_distro.patches import registry, uvicorn_signal_capture
 
 __all__ = [
     "install_exit_hooks",
@@ -176,32 +176,9 @@ def install_flush_on_terminate() -> list[Any]:
     return installed
 
 
-def _before_uvicorn_captures_signals(wrapped: Any, instance: Any, args: Any, kwargs: Any
-                                     ) -> Any:
-    # uvicorn saves the handlers in place here and restores them (then re-raises the
-    # signal) after its graceful shutdown: ours must be the one it saves. It is not
-    # in a gunicorn UvicornWorker, whose init_signals resets SIGTERM to the default
-    # action after the fork. install_flush_on_terminate only fills a default slot.
-    try:
-        install_flush_on_terminate()
-    except Exception:  # never in the way of the server starting
-        _logger.debug("Could not reinstall the SIGTERM flush", exc_info=True)
-    return wrapped(*args, **kwargs)
-
-
-def _patch_uvicorn_server(module: Any) -> None:
-    server = getattr(module, "Server", None)
-    # uvicorn < 0.29 has no capture_signals and does not re-raise: atexit covers it.
-    if server is None or not callable(getattr(server, "capture_signals", None)):
-        return
-    import wrapt
-
-    wrapt.wrap_function_wrapper(module, "Server.capture_signals",
-                                _before_uvicorn_captures_signals)
-
-
 def install_exit_hooks() -> None:
-    """Own the exit path: SIGTERM handler, bounded ``atexit`` shutdown, uvicorn hook.
+    """Own the exit path: SIGTERM handler, bounded ``atexit`` shutdown, uvicorn hook
+    (:mod:`clstock_otel_distro.patches.uvicorn_signal_capture`).
 
     Called once the providers exist (the configurator's last step), so that our
     ``atexit`` hook runs before the SDK's (hooks run last-registered first) and
@@ -215,5 +192,4 @@ def install_exit_hooks() -> None:
     shutdown_timeout_millis()  # a bad value is reported at start-up, not at exit
     install_flush_on_terminate()
     atexit.register(_at_exit)
-    when_imported("uvicorn.server", _patch_uvicorn_server,
-                  "uvicorn's signal capture is not hooked")
+    registry.install(uvicorn_signal_capture.PATCH)

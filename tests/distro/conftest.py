@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import types
 import sys
 import types
 import uuid
@@ -16,9 +17,7 @@ import pytest
 from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
 from clstock_otel_distro.instrumentors import _patching as patching
-from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
-from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
-from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
+from clstock_otel_distro.patches import registry
 from tests.distro.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
@@ -54,34 +53,26 @@ def restore_ran_flags(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def gc_freeze_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """ClStockDistro._configure's gc-freeze hook, recorded instead of installed.
+def patch_installs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the upstream patches distro and configurator install, recorded
+    instead of applied (only those whose switch is on).
 
-    Installed, it would freeze this pytest process's heap when a later test starts
-    a uvicorn server in-process; tests/distro/test_gc_freeze.py installs it in
-    subprocesses.
+    Applied, gc.freeze() would freeze this pytest process's heap when a later test
+    starts a uvicorn server in-process; the patches' own tests apply them
+    (tests/distro/test_patches.py and each patch's test module).
     """
-    calls: list[None] = []
-    monkeypatch.setattr(_gc_freeze, "install", lambda: calls.append(None))
-    return calls
+    names: list[str] = []
 
+    def record(patch: registry.UpstreamPatch) -> registry.PatchState:
+        if not patch.enabled():
+            return registry.PatchState.OFF
+        names.append(patch.name)
+        return registry.PatchState.WAITING
 
-@pytest.fixture(autouse=True)
-def route_cache_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """ClStockDistro._configure's FastAPI route cache, recorded instead of installed
-    (tests/distro/test_route_cache.py patches its own module copies)."""
-    calls: list[None] = []
-    monkeypatch.setattr(_route_cache, "install", lambda: calls.append(None))
-    return calls
-
-
-@pytest.fixture(autouse=True)
-def attribute_cache_installs(monkeypatch: pytest.MonkeyPatch) -> list[None]:
-    """The configurator's OTLP attribute cache, recorded instead of installed
-    (tests/distro/test_attribute_cache.py patches the encoder itself)."""
-    calls: list[None] = []
-    monkeypatch.setattr(_attribute_cache, "install", lambda: calls.append(None))
-    return calls
+    recording = types.SimpleNamespace(install=record)
+    monkeypatch.setattr(distro, "registry", recording)
+    monkeypatch.setattr(configurator, "registry", recording)
+    return names
 
 
 def _child_environ(env: Mapping[str, str], pythonpath: str | None) -> dict[str, str]:

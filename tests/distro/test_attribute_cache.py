@@ -82,7 +82,7 @@ def test_the_bytes_are_the_sdks(spans, encoder, monkeypatch):
 
 def test_repeated_values_are_kept_and_reused(spans, encoder):
     encode_spans(spans)
-    kept = encoder._self_wrapper.kept
+    kept = encoder._self_wrapper.messages
     assert ("http.request.method", str, "GET") in kept
     assert ("flag", bool, True) in kept and ("one", int, 1) in kept
     assert ("rows", int, 250) in kept  # event attributes too
@@ -106,7 +106,7 @@ def test_at_most_max_entries_are_kept(spans, encoder, monkeypatch):
     monkeypatch.setattr(_attribute_cache, "MAX_ENTRIES", 4)
     expected = _sdk_bytes(spans, monkeypatch)
     assert encode_spans(spans).SerializeToString() == expected
-    assert len(encoder._self_wrapper.kept) <= 4
+    assert len(encoder._self_wrapper.messages) <= 4
 
 
 def test_a_value_the_sdk_cannot_encode_is_left_out_and_logged_as_it_does(encoder, caplog):

@@ -43,7 +43,8 @@ _SERVE = textwrap.dedent("""
     asyncio.run(main())
 """)
 
-_INSTALL = "from clstock_otel_distro.patches import uvicorn_gc_freeze; uvicorn_gc_freeze.install()"
+_INSTALL = ("from clstock_otel_distro.patches import registry, uvicorn_gc_freeze; "
+            "registry.install(uvicorn_gc_freeze.PATCH)")
 
 
 def _counts(output: str) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk import resources
 from opentelemetry.sdk.resources import Resource
 
-from clstock_otel_distro.patches import resource_hash as _resource_hash
+from clstock_otel_distro.patches import registry, resource_hash
 
 _SDK_HASH = Resource.__hash__
 
@@ -24,9 +24,9 @@ def dumps_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[None]]:
         return json.dumps(*args, **kwargs)
 
     monkeypatch.setattr(resources, "dumps", counting)
-    _resource_hash.install()
+    assert registry.install(resource_hash.PATCH) is registry.PatchState.ACTIVE
     yield calls
-    _resource_hash.uninstall()
+    registry.uninstall(resource_hash.PATCH)
 
 
 def test_each_resource_is_encoded_once(dumps_calls):
@@ -52,16 +52,16 @@ def test_different_resources_keep_different_hashes(dumps_calls):
 
 
 def test_install_is_idempotent_and_uninstall_restores(dumps_calls):
-    _resource_hash.install()
+    registry.install(resource_hash.PATCH)
     assert Resource.__hash__.__wrapped__ is _SDK_HASH
-    _resource_hash.uninstall()
+    registry.uninstall(resource_hash.PATCH)
     assert Resource.__hash__ is _SDK_HASH
 
 
 def test_the_configurator_installs_it(run_instrumented):
     """Under opentelemetry-instrument the exported spans' resource is hashed once."""
     code = ("from opentelemetry.sdk.resources import Resource\n"
-            "print(getattr(Resource.__hash__, '_clstock_once', False))")
+            "print(hasattr(Resource.__hash__, '__wrapped__'))")
     done = run_instrumented(code, {"OTEL_TRACES_EXPORTER": "none"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "True"
