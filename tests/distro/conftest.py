@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import types
 import sys
 import types
 import uuid
