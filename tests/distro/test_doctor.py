@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from clstock_otel_distro import doctor
+from clstock_otel_distro.doctor import instrumentations
 from clstock_otel_distro.doctor import Finding, Report, Status
 from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from tests.conftest import APP_DIR
@@ -310,12 +311,12 @@ def test_dependency_conflicts(monkeypatch, tmp_path, registered):
 
 def test_own_entry_point_missing_is_a_problem(monkeypatch, registered):
     """An instrumentor of ours missing from the entry points is a problem."""
-    discover = doctor._entry_points
+    discover = instrumentations._entry_points
 
     def without_methods(group: str) -> list:
         return [ep for ep in discover(group) if ep.name != "clstock_methods"]
 
-    monkeypatch.setattr(doctor, "_entry_points", without_methods)
+    monkeypatch.setattr(instrumentations, "_entry_points", without_methods)
     report = doctor.diagnose(APP_DIR, network=False)
     finding = the(report, "Instrumentations", "clstock_methods")
     assert finding.status is Status.PROBLEM
@@ -505,3 +506,26 @@ def test_no_network_skips_the_endpoint(monkeypatch, registered, closed_port):
     (finding,) = in_section(report, "OTLP endpoint")
     assert (finding.status, finding.detail) == (Status.INFO, "not checked (--no-network)")
     assert report.exit_code == 0
+
+
+_PATCHES = "Patches of upstream code"
+
+
+def test_every_upstream_patch_is_listed_with_its_state(monkeypatch, registered):
+    """Each registry entry: will apply here; switched off; or standing aside, and why."""
+    from clstock_otel_distro.patches import ALL_PATCHES, registry
+
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "false")
+    real_version = registry.installed_version
+    monkeypatch.setattr(registry, "installed_version",
+                        lambda name: "9.9" if name == "opentelemetry-sdk" else real_version(name))
+    report = doctor.diagnose(APP_DIR, network=False)
+    assert len(in_section(report, _PATCHES)) == len(ALL_PATCHES)
+    route = the(report, _PATCHES, "fastapi-route-cache")
+    assert route.status is Status.OK and route.detail.startswith("will apply: ")
+    frozen = the(report, _PATCHES, "uvicorn-gc-freeze")
+    assert frozen.status is Status.INFO
+    assert frozen.detail.startswith("off (OTEL_PYTHON_CLSTOCK_GC_FREEZE=false)")
+    hashed = the(report, _PATCHES, "resource-hash-cache")
+    assert hashed.status is Status.WARNING
+    assert "opentelemetry-sdk 9.9 is outside the verified range >=1.45,<1.46" in hashed.detail
