@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from clstock_otel_distro import doctor
-from clstock_otel_distro.doctor import instrumentations
-from clstock_otel_distro.doctor import Finding, Report, Status
+from clstock_otel_distro.doctor import Finding, Report, Status, instrumentations
 from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from tests.conftest import APP_DIR
 
