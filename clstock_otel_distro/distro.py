@@ -51,6 +51,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
 from clstock_otel_distro import config as _config
+from clstock_otel_distro import instrumentation_policy
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
@@ -61,6 +62,7 @@ from clstock_otel_distro.patches import fastapi_route_cache, registry, uvicorn_g
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
     "DEFAULT_SANITIZE_FIELDS",
+    "DEFAULT_SEMCONV_STABILITY_OPT_IN",
     "ClStockDistro",
     "distro_ran",
 ]
@@ -75,6 +77,7 @@ OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS = (
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
 )
 
+DEFAULT_SEMCONV_STABILITY_OPT_IN = "http,database"
 DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT = 4096
 # Regular expressions, searched case-insensitively in header names.
 DEFAULT_SANITIZE_FIELDS = (
@@ -270,10 +273,12 @@ class ClStockDistro(BaseDistro):
         # anything but "true" as false.
         _default_bool(OTEL_PYTHON_LOG_CORRELATION, True)
         # Stable HTTP semantic conventions (http.request.method, url.full, ...)
-        # from the FastAPI/requests instrumentations, matching our own spans.
-        # Upstream ignores unknown values, which means the old conventions.
-        _default_list(OTEL_SEMCONV_STABILITY_OPT_IN, "http", _SEMCONV_OPT_IN_VALUES.__contains__,
-                      "unknown value")
+        # from the FastAPI/requests instrumentations, matching our own spans; and the
+        # current database conventions (db.system.name, db.query.text) for whoever
+        # turns database spans on (instrumentation_policy). Upstream ignores unknown
+        # values, which means the old conventions.
+        _default_list(OTEL_SEMCONV_STABILITY_OPT_IN, DEFAULT_SEMCONV_STABILITY_OPT_IN,
+                      _SEMCONV_OPT_IN_VALUES.__contains__, "unknown value")
 
         # The span batch processor (config.SPAN_BATCH_SETTINGS): a queue of 8192 spans
         # (spec: 2048) rides out a collector restart or stall at the busiest rate measured
@@ -320,6 +325,11 @@ class ClStockDistro(BaseDistro):
         instrumentor unloaded. One broken instrumentation must not cost the others,
         so the failure is logged as one warning (traceback at debug) and skipped.
         """
+        policy = instrumentation_policy.left_out(entry_point.name)
+        if policy is not None:
+            _logger.debug("Instrumentation %r left out: %s (%s=true loads it)",
+                          entry_point.name, policy.why, policy.switch)
+            return
         if entry_point.name == "fastapi" and not _config.switch(
             OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS
         ):
@@ -329,7 +339,7 @@ class ClStockDistro(BaseDistro):
             kwargs.setdefault("exclude_spans", ["receive", "send"])
         if "meter_provider" not in kwargs and _exports_no_metrics():
             # OTEL_METRICS_EXPORTER=none: the SDK still installs a MeterProvider, with
-            # no reader, and every measurement costs 4-7 µs for nothing.
+            # no reader, and every measurement still costs (bench/per_call.py) for nothing.
             kwargs["meter_provider"] = NoOpMeterProvider()
         try:
             instrumentor = entry_point.load()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS",
+    "DEFAULT_CLSTOCK_CLICK_IN_SERVERS",
     "DEFAULT_CLSTOCK_CODE_ATTRIBUTES",
     "DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS",
     "DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
@@ -22,8 +23,10 @@ __all__ = [
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
     "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
     "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "DEFAULT_CLSTOCK_SQLITE3_SPANS",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
+    "OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS",
     "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES",
     "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
     "OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
@@ -33,6 +36,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
 ]
@@ -55,6 +59,8 @@ DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = True
 DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE = True
 DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
 DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
+DEFAULT_CLSTOCK_CLICK_IN_SERVERS = False
+DEFAULT_CLSTOCK_SQLITE3_SPANS = False
 
 OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS = "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS"
 """
@@ -203,4 +209,31 @@ the resource of every exported span). ``false`` leaves ``Resource.__hash__`` as 
 SDK has it.
 
 **Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS = "OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS
+
+``true`` loads the click instrumentation (installed by ``opentelemetry-bootstrap``)
+in server processes too (uvicorn, gunicorn, hypercorn, daphne, granian). Left out
+by default there: uvicorn's command line is a click command, whose span would last
+as long as the server and become the parent of every request, so requests would no
+longer be SERVER spans continuing their caller's trace. Click commands that are not
+servers keep their spans either way.
+
+**Default value:** ``false``
+"""
+
+OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS = "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS
+
+``true`` loads the sqlite3 instrumentation (installed by ``opentelemetry-bootstrap``).
+Left out by default: ClStock uses no database, and yfinance's timezone and cookie
+caches in SQLite would add dozens of CLIENT spans to each recommendation. The
+distro's default ``OTEL_SEMCONV_STABILITY_OPT_IN`` (``http,database``) gives these
+spans the current database semantic conventions.
+
+**Default value:** ``false``
 """

@@ -13,8 +13,10 @@ It reports, in seven sections:
 1. the distro and configurator ``opentelemetry-instrument`` will choose, computed as
    ``_load_distro`` / ``_load_configurators`` do (entry point order,
    ``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR``, the chosen distro's defaults);
-2. every ``opentelemetry_instrumentor`` entry point: will load, or skipped and why
-   (disabled, dependency conflict, import error: each module is actually imported);
+2. every ``opentelemetry_instrumentor`` entry point: will load (and what a known
+   third-party one does to a ClStock trace), left out by the distro, or skipped and
+   why (disabled, dependency conflict, import error: each module is actually
+   imported); installed OpenTelemetry packages whose pinned requirements are not met;
 3. ClStock's targets: the predictor and data-provider classes and the
    ``OTEL_PYTHON_CLSTOCK_TRACE_METHODS`` entries, imported from the app directory,
    with the methods that will be traced;
@@ -47,6 +49,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from clstock_otel_distro.doctor import compatibility
 from clstock_otel_distro.doctor._common import (
     _app_on_path,
     _captured_config_warnings,
@@ -131,6 +134,8 @@ def diagnose(
             _choose_configurator(selection_section, selection)
             plan = _check_configuration(configuration, selection)
             _check_instrumentors(instrumentors)
+            compatibility.check_version_conflicts(instrumentors)
+            compatibility.explain_upstream_distro(selection_section)
             _check_targets(targets, root)
             _check_libraries(libraries)
             _report_invalid_values(configuration, captured)

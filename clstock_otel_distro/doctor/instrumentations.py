@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
+from clstock_otel_distro.doctor import compatibility
 from clstock_otel_distro.doctor._common import (
     _FALLBACK_DATA_PROVIDER_METHODS,
     _FALLBACK_PREDICTOR_METHODS,
@@ -88,6 +89,10 @@ def _check_instrumentors(section: Section) -> None:
                 "opentelemetry-instrument would fail on it and stop loading instrumentations",
             )
             continue
+        left_out = compatibility.left_out_detail(name)
+        if left_out is not None:
+            section.info(name, f"{left_out} ({where})")
+            continue
         conflict = get_dist_dependency_conflicts(dist)
         if conflict is not None:
             if conflict.found or conflict.found_any:
@@ -100,7 +105,12 @@ def _check_instrumentors(section: Section) -> None:
             else:
                 section.info(name, f"skipped: library not installed: {conflict} ({where})")
             continue
-        section.add(*_import_instrumentor(entry_point, BaseInstrumentor, where))
+        status, subject, detail, advice = _import_instrumentor(entry_point, BaseInstrumentor,
+                                                               where)
+        known = compatibility.effect(name)
+        if known is not None and status is Status.OK:
+            detail = f"{detail}; here: {known}"
+        section.add(status, subject, detail, advice)
 
 
 def _import_instrumentor(

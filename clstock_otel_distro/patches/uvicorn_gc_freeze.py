@@ -55,8 +55,8 @@ def patch(module: ModuleType) -> Callable[[], None]:
 async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     result = await wrapped(*args, **kwargs)
     # The app is imported and its lifespan has run; no request has been served.
-    # No gc.collect() first: at this point it finds next to no garbage (measured) and
-    # would add 60-100 ms to start-up.
+    # No gc.collect() first: at this point it finds next to no garbage and would make
+    # start-up slower (bench/gc_pauses.py, bench/startup.py).
     gc.freeze()
     return result
 

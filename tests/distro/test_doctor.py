@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -528,3 +529,58 @@ def test_every_upstream_patch_is_listed_with_its_state(monkeypatch, registered):
     hashed = the(report, _PATCHES, "resource-hash-cache")
     assert hashed.status is Status.WARNING
     assert "opentelemetry-sdk 9.9 is outside the verified range >=1.45,<1.46" in hashed.detail
+
+
+_INSTRUMENTATIONS = "Instrumentations (opentelemetry_instrumentor entry points)"
+
+
+def test_instrumentations_the_distro_leaves_out_are_explained(registered):
+    report = doctor.diagnose(APP_DIR, network=False)
+    click = the(report, _INSTRUMENTATIONS, "click")
+    assert click.status is Status.INFO
+    assert click.detail.startswith("left out by clstock-otel-distro in server processes")
+    assert "OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS=true loads it" in click.detail
+    sqlite = the(report, _INSTRUMENTATIONS, "sqlite3")
+    assert "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS=true loads it" in sqlite.detail
+    starlette = the(report, _INSTRUMENTATIONS, "starlette")
+    assert starlette.status is Status.OK and "here: none for ClStock's FastAPI apps" in \
+        starlette.detail
+
+
+def test_a_switched_on_instrumentation_will_load(monkeypatch, registered):
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS", "true")
+    report = doctor.diagnose(APP_DIR, network=False)
+    assert the(report, _INSTRUMENTATIONS, "sqlite3").detail.startswith("will load")
+
+
+def test_unmet_pins_between_opentelemetry_packages_are_flagged(monkeypatch, registered):
+    """What `pip check` says: an instrumentation pinned to another instrumentation core."""
+    from importlib import metadata
+
+    from clstock_otel_distro.doctor import compatibility
+
+    real = compatibility.installed_distributions
+
+    pinned = types.SimpleNamespace(
+        metadata={"Name": "opentelemetry-instrumentation-pinned"}, version="0.1b0",
+        requires=["opentelemetry-instrumentation==0.1b0", "wrapt<3"])
+    monkeypatch.setattr(compatibility, "installed_distributions", lambda: [*real(), pinned])
+    report = doctor.diagnose(APP_DIR, network=False)
+    (finding,) = [f for f in in_section(report, _INSTRUMENTATIONS) if f.subject == "versions"]
+    assert finding.status is Status.WARNING
+    installed = metadata.version("opentelemetry-instrumentation")
+    assert finding.detail == ("opentelemetry-instrumentation-pinned 0.1b0 requires "
+                              "opentelemetry-instrumentation==0.1b0, but "
+                              f"opentelemetry-instrumentation {installed} is installed")
+
+
+def test_upstream_distro_beside_ours_is_explained(monkeypatch, registered):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version",
+                        lambda name: "0.66b1" if name == "opentelemetry-distro" else real(name))
+    report = doctor.diagnose(APP_DIR, network=False)
+    finding = the(report, "Distro and configurator", "opentelemetry-distro")
+    assert "Configuration of configurator not loaded, clstock already loaded" in finding.detail
+    assert "OTEL_PYTHON_DISTRO=clstock OTEL_PYTHON_CONFIGURATOR=clstock" in finding.advice

@@ -136,8 +136,11 @@ COINSTALL_WARNING = "did not run: another OpenTelemetry distro or configurator w
 
 def test_coinstalled_upstream_distro_wins_without_pins(start_api, receiver, other_distro_path):
     """opentelemetry-distro found first: ClStock serves, traced, and we warn what to set."""
+    # Upstream's distro loads every instrumentation installed, click included, whose
+    # command span would swallow the server spans of `python -m uvicorn` (ours leaves
+    # it out: instrumentation_policy); an operator without our distro disables it.
     api = start_api("upstream-first", OTEL_SERVICE_NAME="clstock-upstream",
-                    PYTHONPATH=other_distro_path)
+                    PYTHONPATH=other_distro_path, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="click")
     serve_and_stop(api)
     log = api.log_text()
     assert log.count(COINSTALL_WARNING) == 1, log
