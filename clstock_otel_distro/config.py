@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -54,6 +54,7 @@ __all__ = [
     "env_url",
     "is_secret",
     "resource_detectors",
+    "set_environ",
     "switch",
     "warn_invalid",
 ]
@@ -107,6 +108,15 @@ def warn_invalid(name: str, value: str, reason: str, fallback: str) -> None:
         reason,
         fallback,
     )
+
+
+def set_environ(changes: Mapping[str, str | None]) -> None:
+    """Write each variable (a str) or remove it (None) in ``os.environ``."""
+    for name, value in changes.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _raw(name: str) -> str | None:

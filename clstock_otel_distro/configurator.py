@@ -266,11 +266,7 @@ class ClStockConfigurator(_OTelSDKConfigurator):
             )
             _logger.debug("Configuration check failure", exc_info=True)
             plan = _defaults_plan(kwargs)
-        for name, value in plan.lasting_environ.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _config.set_environ(plan.lasting_environ)
         # The OTLP encoders hash the resource of every exported span, and encode
         # every attribute of every span anew: both done once instead.
         registry.install(resource_hash.PATCH)
@@ -339,18 +335,10 @@ def _environ_overrides(overrides: Mapping[str, str | None]) -> Iterator[None]:
     """Replace (str) or hide (None) variables for the duration of the block."""
     saved = {name: os.environ.get(name) for name in overrides}
     try:
-        for name, value in overrides.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _config.set_environ(overrides)
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _config.set_environ(saved)
 
 
 def _entry_point_names(group: str) -> set[str]:

@@ -217,13 +217,11 @@ def _attribute(owner: Any, name: str, value: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def _environ(overrides: Mapping[str, str | None] | None = None) -> Iterator[None]:
     """Replace (str) or hide (None) variables; the whole environment is restored after."""
+    from clstock_otel_distro import config
+
     saved = dict(os.environ)
     try:
-        for name, value in (overrides or {}).items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        config.set_environ(overrides or {})
         yield
     finally:
         for name in set(os.environ) - set(saved):
