@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """One entry point for developers and CI, needing nothing but Python 3.9+.
 
-    python3 dev.py demo        # the traced ClStock demo
+    python3 dev.py demo [ARGS] # the traced ClStock demo, and its HTML report (ARGS: --keep, ...)
     python3 dev.py test [ARGS] # the whole test suite (ARGS go to pytest)
     python3 dev.py bench [ARGS]# the benchmarks under bench/
+    python3 dev.py --help      # this text
 
 Each command first makes sure ``.venv`` exists and holds the distro (editable, with
 its dev and zipkin extras) and ClStock's own requirements; it reinstalls only when
@@ -54,8 +55,11 @@ def ensure_venv() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "bench"}:
+    if argv and argv[0] in {"-h", "--help", "help"}:
         print(__doc__)
+        return 0
+    if not argv or argv[0] not in {"demo", "test", "bench"}:
+        print(__doc__, file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
     ensure_venv()

@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "memory": ([], ["--requests", "600", "--variants", "plain,ours", "--settle", "1"]),
     "gc_pauses": ([], ["--rounds", "1", "--seconds", "3", "--variants",
                        "plain,ours-nofreeze,ours"]),
+    "html_report": ([], ["--spans", "20000", "--runs", "1"]),
 }
 
 

@@ -16,8 +16,9 @@ It listens for OTLP/HTTP (4318) and OTLP/gRPC (4317) on 127.0.0.1 and
   complete: its root span (one without a parent) has arrived and no span of the trace
   arrived for ``--quiet-period`` seconds. A trace whose root never arrives (its
   parent lives in a process exporting elsewhere) is printed after three quiet
-  periods. Spans arriving after their trace was printed print it again, marked as
-  an update;
+  periods. Traces completing together print in the order they started (their
+  earliest span start), the order of the requests. Spans arriving after their trace
+  was printed print it again, marked as an update;
 - on SIGINT or SIGTERM prints the traces still pending, flushes and closes the file,
   says how many spans, traces and export requests it received, and exits 0.
 
@@ -42,7 +43,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
@@ -142,7 +143,7 @@ class TraceAssembler:
                     pending.late_spans += 1
 
     def pop_complete(self) -> list[CompletedTrace]:
-        """The traces complete by now, oldest activity first; they leave the pending set."""
+        """The traces complete by now, in start order; they leave the pending set."""
         now = self._clock()
         with self._lock:
             ready = [
@@ -151,12 +152,21 @@ class TraceAssembler:
                 if (idle := now - pending.last_arrival) >= self.quiet_period
                 and (pending.has_root or idle >= self.orphan_period)
             ]
-            return [self._complete(trace_id) for trace_id in ready]
+            return [self._complete(trace_id) for trace_id in self._start_order(ready)]
 
     def pop_all(self) -> list[CompletedTrace]:
-        """Every pending trace, complete or not (at shutdown)."""
+        """Every pending trace, complete or not (at shutdown), in start order."""
         with self._lock:
-            return [self._complete(trace_id) for trace_id in list(self._pending)]
+            return [self._complete(trace_id) for trace_id in self._start_order(self._pending)]
+
+    def _start_order(self, trace_ids: Iterable[str]) -> list[str]:
+        # A trace's spans arrive when they end, the root last: the order in which
+        # traces go quiet is not the order of the requests, their earliest start is.
+        def started(trace_id: str) -> tuple[int, str]:
+            spans = self._pending[trace_id].spans
+            return (min(s.start_time_unix_nano for s in spans), trace_id)
+
+        return sorted(trace_ids, key=started)
 
     def pending_count(self) -> int:
         """Traces received and not yet complete."""

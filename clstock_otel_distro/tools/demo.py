@@ -8,14 +8,23 @@ spans and stops everything. Then it prints each workflow's trace as a tree
 (:func:`~clstock_otel_distro.tools.trace_tree.render_trace`, as ``clstock-otel collect``
 does) and the report of every span received, computed the way ``clstock-otel report``
 does from the OTLP JSON lines file the spans were written to (``spans.jsonl`` beside
-the service logs)::
+the service logs), and writes the same report as a page
+(:mod:`~clstock_otel_distro.tools.html_report`) whose path it prints last::
 
     clstock-otel demo        # exit status 0 when every call and every trace was as expected
+    clstock-otel demo --keep # keep the services' logs and spans.jsonl, and say where
+
+The logs, the span file and the services' temporary files (yfinance's caches) live
+in one temporary directory, removed at the end unless ``--keep`` is given or the demo
+failed (then the logs are what one looks at, and the demo says where they are).
+Outside a ClStock checkout it says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -27,12 +36,20 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir
+from clstock_otel_distro.tools.html_report import write_html_report
 from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
 from clstock_otel_distro.tools.report import build_report, format_report
 from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
 from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
 
-__all__ = ["WORKFLOWS", "Call", "run_demo"]
+__all__ = ["DEFAULT_HTML", "WORKFLOWS", "Call", "run_demo"]
+
+DEFAULT_HTML = "clstock-otel-demo.html"
+"""Where the HTML report goes by default: in the current directory, replaced each run."""
+# ClStock's variable for yfinance's cache directory (clstock/utils/yahoo_session.py):
+# without it each service makes its own temporary directory, which a SIGTERM'd
+# service never removes.
+_YFINANCE_CACHE_ENV = "CLSTOCK_YFINANCE_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -119,12 +136,52 @@ def _match_calls(calls: Sequence[Call], spans: Sequence[ReceivedSpan]) -> list[R
     return matched
 
 
-def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
-    """Run the demo; 0 when every call answered as expected and its trace arrived."""
-    app_dir = find_app_dir(app_dir)
+def run_demo(
+    app_dir: Path | None = None,
+    out: TextIO = sys.stdout,
+    *,
+    keep: bool = False,
+    html: str | os.PathLike[str] | None = None,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Run the demo; 0 when every call answered as expected and its trace arrived.
+
+    2 (after one line on ``err``) when there is no ClStock checkout to run.
+    """
+    try:
+        app_dir = find_app_dir(app_dir)
+    except FileNotFoundError as error:
+        print(
+            f"clstock-otel demo: {error}; run it in a clone of clstock-otel-distro "
+            "or pass --app-dir",
+            file=err,
+        )
+        return 2
+    html_path = Path(html if html is not None else DEFAULT_HTML)
     logs = Path(tempfile.mkdtemp(prefix="clstock-demo-"))
+    status: int | None = None
+    try:
+        status = _run(app_dir, logs, html_path, keep, out)
+        return status
+    finally:
+        if keep or status != 0:
+            why = "as asked (--keep)" if keep else "to look at, as the demo failed"
+            print(f"\nlogs and spans.jsonl kept in {logs} {why}", file=out)
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
+            print(f"\nlogs removed ({logs}); --keep keeps them", file=out)
+
+
+def _run(app_dir: Path, logs: Path, html_path: Path, keep: bool, out: TextIO) -> int:
     spans_file = logs / "spans.jsonl"
-    print(f"ClStock demo: services from {app_dir}, logs in {logs}", file=out)
+    print(
+        f"ClStock demo: services from {app_dir}, logs in {logs}"
+        + ("" if keep else " (removed at the end)"),
+        file=out,
+    )
+    # The services' own temporary files (yfinance's caches) go with the logs.
+    service_tmp = logs / "tmp"
+    service_tmp.mkdir()
     started: list[ServiceProcess] = []
     statuses: list[int] = []
     # The receiver stops (inner) before the file closes (outer): no span is left unwritten.
@@ -135,6 +192,7 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            "TMPDIR": str(service_tmp),
         }
 
         def launch(key: str, app: str, extra: dict[str, str]) -> ServiceProcess:
@@ -150,7 +208,12 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
 
         try:
             replay = launch("replay", "app.market_replay:app", {})
-            data = launch("data", "app.data_service:app", {"CLSTOCK_YAHOO_URL": replay.url})
+            data = launch(
+                "data",
+                "app.data_service:app",
+                {"CLSTOCK_YAHOO_URL": replay.url,
+                 _YFINANCE_CACHE_ENV: str(service_tmp / "yfinance-cache")},
+            )
             api = launch("api", "app.main:app", {"CLSTOCK_DATA_SERVICE_URL": data.url})
             print(
                 f"  market replay {replay.url}   data service {data.url}   API {api.url}\n",
@@ -180,7 +243,7 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
                 service.stop()
         spans = receiver.spans()  # after shutdown: everything the services flushed
     missing = _print_traces(spans, statuses, out)
-    _print_report(spans_file, out)
+    _print_report(spans_file, html_path, out)
     return 1 if failures or missing else 0
 
 
@@ -203,7 +266,14 @@ def _print_traces(spans: Sequence[ReceivedSpan], statuses: Sequence[int], out: T
     return missing
 
 
-def _print_report(spans_file: Path, out: TextIO) -> None:
+def _print_report(spans_file: Path, html_path: Path, out: TextIO) -> None:
     spans, skipped = read_spans(spans_file, warn=lambda message: print(message, file=out))
+    report = build_report(spans, skipped_lines=skipped)
     print(f"\n== report of every span received ({spans_file}):\n", file=out)
-    print(format_report(build_report(spans, skipped_lines=skipped)), file=out)
+    print(format_report(report), file=out)
+    try:
+        written = write_html_report(spans, html_path, report=report, source=str(spans_file))
+    except OSError as exc:
+        print(f"\ncannot write the HTML report {html_path}: {exc.strerror or exc}", file=out)
+        return
+    print(f"\nHTML report (open it in a browser): {written}", file=out)

@@ -6,9 +6,12 @@ OpenTelemetry Collector's ``file`` exporter does (``format: json``), and prints:
     clstock-otel report traces.jsonl           # aligned tables
     clstock-otel report traces.jsonl --json    # the same numbers, for scripts
 
-Per service and span name: the span count, the throughput (spans per second over the
-file's time window, from the earliest span start to the latest span end), the p50,
-p90 and p99 durations in milliseconds, and the share of spans with an ERROR status.
+Overall: the traces, the share of failed traces (a trace failed when any of its spans
+has an ERROR status, as Jaeger and Zipkin mark a trace) and the traces per second over
+the file's time window. Per service and span name: the span count, the throughput
+(spans per second over the file's time window, from the earliest span start to the
+latest span end), the p50, p90 and p99 durations in milliseconds, and the share of
+spans with an ERROR status.
 
 Percentiles use the nearest-rank method: the p-th percentile of n sorted durations is
 the one at 1-based rank ceil(p/100 * n). It is always a duration that was observed
@@ -46,7 +49,10 @@ __all__ = [
     "OperationStats",
     "Report",
     "build_report",
+    "format_overall",
+    "format_per_second",
     "format_report",
+    "format_share",
     "percentile",
     "run_report",
 ]
@@ -112,6 +118,18 @@ class Report:
     edges: tuple[Edge, ...]
     skipped_lines: int = 0
     duplicate_spans: int = 0
+    failed_traces: int = 0  # traces with at least one ERROR span
+
+    @property
+    def failed_trace_rate(self) -> float:
+        """Failed traces over traces, 0..1 (0 for no traces)."""
+        return self.failed_traces / self.traces if self.traces else 0.0
+
+    @property
+    def traces_per_second(self) -> float | None:
+        """Traces over the window; None for a zero window."""
+        window = self.window_seconds
+        return self.traces / window if window > 0 else None
 
     @property
     def window_seconds(self) -> float:
@@ -134,6 +152,11 @@ class Report:
                 "end_unix_nano": self.end_unix_nano,
                 "seconds": round(self.window_seconds, 6),
             },
+            "failed_traces": self.failed_traces,
+            "failed_trace_rate": round(self.failed_trace_rate, 6),
+            "traces_per_s": (
+                None if self.traces_per_second is None else round(self.traces_per_second, 6)
+            ),
             "percentile_method": PERCENTILE_METHOD,
             "skipped_lines": self.skipped_lines,
             "duplicate_spans": self.duplicate_spans,
@@ -212,9 +235,11 @@ def build_report(spans: Iterable[ReceivedSpan], *, skipped_lines: int = 0) -> Re
         counts[0] += 1
         counts[1] += parent.status_code == "ERROR" or span.status_code == "ERROR"
     edges = tuple(Edge(client, server, n, e) for (client, server), (n, e) in sorted(calls.items()))
+    failed = {span.trace_id for span in unique.values() if span.status_code == "ERROR"}
     return Report(
         spans=len(unique),
         traces=len({trace_id for trace_id, _ in unique}),
+        failed_traces=len(failed),
         start_unix_nano=start,
         end_unix_nano=end,
         operations=tuple(operations),
@@ -237,6 +262,25 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]
         ]
         lines.append("  ".join(cells).rstrip())
     return lines
+
+
+def format_share(rate: float) -> str:
+    """A 0..1 share as the report prints it: ``14.3%``."""
+    return f"{rate:.1%}"
+
+
+def format_per_second(rate: float | None) -> str:
+    """A rate as the report prints it: ``0.52``, or ``-`` for a zero window."""
+    return "-" if rate is None else f"{rate:.2f}"
+
+
+def format_overall(report: Report) -> str:
+    """The overall line: failed traces and their share, and traces per second."""
+    return (
+        f"failed traces: {report.failed_traces} of {report.traces} "
+        f"({format_share(report.failed_trace_rate)}); "
+        f"throughput: {format_per_second(report.traces_per_second)} traces/s"
+    )
 
 
 def format_report(report: Report) -> str:
@@ -263,7 +307,8 @@ def format_report(report: Report) -> str:
         )
         for op in report.operations
     ]
-    lines = [summary, "", *_table(TABLE_HEADER, rows, right={2, 3, 4, 5, 6, 7})]
+    table = _table(TABLE_HEADER, rows, right={2, 3, 4, 5, 6, 7})
+    lines = [summary, format_overall(report), "", *table]
     lines += ["", "service dependencies (calls from client to server):"]
     if report.edges:
         edge_rows = [(e.client, "->", e.server, str(e.calls), str(e.errors)) for e in report.edges]
@@ -277,10 +322,15 @@ def run_report(
     path: str | Path,
     *,
     as_json: bool = False,
+    html: str | Path | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """The ``clstock-otel report`` command: 0, or 2 when the file cannot be read."""
+    """The ``clstock-otel report`` command: 0, or 2 when a file cannot be read or written.
+
+    ``html`` also writes the HTML report (:mod:`clstock_otel_distro.tools.html_report`)
+    to that path, from the same numbers.
+    """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     try:
@@ -293,4 +343,14 @@ def run_report(
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
         print(format_report(report), file=out)
+    if html is not None:
+        from clstock_otel_distro.tools.html_report import write_html_report
+
+        try:
+            written = write_html_report(spans, html, report=report, source=str(path))
+        except OSError as exc:
+            print(f"clstock-otel report: cannot write {html}: {exc.strerror or exc}", file=err)
+            return 2
+        # On stderr with --json, so that stdout stays one JSON document.
+        print(f"HTML report: {written}", file=err if as_json else out)
     return 0

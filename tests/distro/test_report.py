@@ -11,7 +11,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from clstock_otel_distro.cli import main
 from clstock_otel_distro.tools.otlp_receiver import decode_trace_request, from_otlp_json
-from clstock_otel_distro.tools.report import build_report, format_report, percentile, run_report
+from clstock_otel_distro.tools.report import (
+    build_report,
+    format_overall,
+    format_report,
+    percentile,
+    run_report,
+)
 from clstock_otel_distro.tools.spanfile import read_spans
 
 BASE_NS = 1_700_000_000_000_000_000
@@ -185,6 +191,32 @@ def test_numbers_match_the_hand_computed_ones(span_file: Path):
     assert (once["count"], once["throughput_per_s"]) == (1, 0.1)
 
 
+def test_failed_traces_and_traces_per_second_are_per_trace(span_file: Path):
+    """A trace failed when any span of it failed (3, 5 and 7); 10 traces over 10 s."""
+    report = build_report(read_spans(span_file)[0])
+    assert (report.failed_traces, report.failed_trace_rate) == (3, 0.3)
+    assert report.traces_per_second == 1.0
+    document = report.to_dict()
+    assert (document["failed_traces"], document["failed_trace_rate"]) == (3, 0.3)
+    assert document["traces_per_s"] == 1.0
+    # Five of the ten traces, trace 3 (failed) among them: half as many traces per second.
+    half = [s for s in read_spans(span_file)[0] if int(s.trace_id, 16) % 2]
+    report = build_report(half)
+    assert (report.traces, report.failed_traces) == (5, 3)
+    assert format_overall(report) == (
+        "failed traces: 3 of 5 (60.0%); throughput: " f"{5 / report.window_seconds:.2f} traces/s"
+    )
+
+
+def test_a_zero_window_has_no_rate(tmp_path: Path):
+    """One span of zero duration: traces/s is "-" (and null in JSON), not a division error."""
+    path = tmp_path / "one.jsonl"
+    path.write_text(_line({"api": [_span(1, "a" * 16, None, "x", "SERVER", 0, 0)]}) + "\n")
+    report = build_report(read_spans(path)[0])
+    assert report.traces_per_second is None and report.to_dict()["traces_per_s"] is None
+    assert format_overall(report) == "failed traces: 0 of 1 (0.0%); throughput: - traces/s"
+
+
 def test_edges_count_calls_and_errors_per_service_pair(span_file: Path):
     """CLIENT->SERVER across services, PRODUCER->CONSUMER, and cross-service parents."""
     report = build_report(read_spans(span_file)[0]).to_dict()
@@ -206,6 +238,9 @@ def test_json_output_has_stable_keys(span_file: Path, capsys: pytest.CaptureFixt
         "traces",
         "services",
         "window",
+        "failed_traces",
+        "failed_trace_rate",
+        "traces_per_s",
         "percentile_method",
         "skipped_lines",
         "duplicate_spans",
@@ -238,7 +273,8 @@ def test_table_output_is_aligned(span_file: Path, capsys: pytest.CaptureFixture[
     assert lines[0] == (
         "34 spans in 10 traces from 2 services over 10.000 s (percentiles: nearest-rank)"
     )
-    header = lines[2]
+    assert lines[1] == "failed traces: 3 of 10 (30.0%); throughput: 1.00 traces/s"
+    header = lines[3]
     assert header.split() == [
         "SERVICE",
         "SPAN",
@@ -255,7 +291,7 @@ def test_table_output_is_aligned(span_file: Path, capsys: pytest.CaptureFixture[
     [prices] = [line for line in lines if "GET /prices/{symbol}" in line]
     assert prices.split()[-7:] == ["10", "1.00", "5.00", "9.00", "10.00", "2", "(20.0%)"]
     # Right-aligned numbers: every row ends where the header does.
-    table = lines[2 : lines.index("", 2)]
+    table = lines[3 : lines.index("", 3)]
     assert len(table) == 1 + 7  # header and one row per (service, span name)
     assert len({len(row) for row in table}) == 1
     edge_lines = lines[lines.index("service dependencies (calls from client to server):") + 1 :]

@@ -1,5 +1,6 @@
 """``clstock-otel demo`` end to end: three services under opentelemetry-instrument, every
-workflow's trace printed as a tree, then the report of every span received."""
+workflow's trace printed as a tree, then the report of every span received, and nothing
+left in the temp folder. (The demo's HTML page is tested in test_html_browser.py.)"""
 
 from __future__ import annotations
 
@@ -16,12 +17,25 @@ CLSTOCK_OTEL = Path(sys.executable).parent / "clstock-otel"
 
 
 @pytest.fixture(scope="module")
-def demo() -> subprocess.CompletedProcess[str]:
-    """One run of the demo, as a developer starts it."""
+def demo_temp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's temp folder (TMPDIR), empty when it starts."""
+    return tmp_path_factory.mktemp("demo-tmpdir")
+
+
+@pytest.fixture(scope="module")
+def demo_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the demo writes its page."""
+    return tmp_path_factory.mktemp("demo-html") / "demo.html"
+
+
+@pytest.fixture(scope="module")
+def demo(demo_temp: Path, demo_html: Path) -> subprocess.CompletedProcess[str]:
+    """One run of the demo, as a developer starts it (the page written out of the way)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "_OTEL_"))}
     env["PYTHONIOENCODING"] = "utf-8"
+    env["TMPDIR"] = str(demo_temp)
     return subprocess.run(
-        [str(CLSTOCK_OTEL), "demo"],
+        [str(CLSTOCK_OTEL), "demo", "--html", str(demo_html)],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -118,3 +132,17 @@ def test_the_report_table_follows(demo: subprocess.CompletedProcess[str]):
     edges = [line.split() for line in lines if "->" in line]
     assert ["clstock-api", "->", "clstock-data-service"] in [edge[:3] for edge in edges]
     assert ["clstock-data-service", "->", "clstock-market-replay"] in [edge[:3] for edge in edges]
+
+
+def test_the_demo_leaves_nothing_in_the_temp_folder(
+    demo: subprocess.CompletedProcess[str], demo_temp: Path, demo_html: Path
+):
+    """Without --keep the logs, spans and the services' yfinance caches are all removed."""
+    assert demo.returncode == 0
+    assert list(demo_temp.iterdir()) == []
+    [removed] = [line for line in demo.stdout.splitlines() if line.startswith("logs removed")]
+    assert removed.startswith(f"logs removed ({demo_temp}{os.sep}clstock-demo-")
+    assert removed.endswith("; --keep keeps them")
+    # What the user opens stays, and is the last thing said before the cleanup.
+    assert f"HTML report (open it in a browser): {demo_html}" in demo.stdout
+    assert demo_html.is_file()
