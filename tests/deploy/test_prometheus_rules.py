@@ -168,6 +168,15 @@ def test_prometheus_loads_the_rules():
     assert loading_problems(_load(PROMETHEUS_YAML), _load(COMPOSE_YAML)) == []
 
 
+def test_readme_lists_every_alert(rule_groups):
+    """The README's alert table names every alert the rules define, and no other."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Alerts", 1)[1].split("\n### ", 1)[0]
+    alerts = {rule["alert"] for g in rule_groups for rule in g["rules"] if "alert" in rule}
+    listed = set(re.findall(r"`((?:ClStock|Otel)[A-Za-z]+)`", section))
+    assert listed == alerts
+
+
 # --------------------------------------------- the unit tests bite: broken rules fail
 
 
