@@ -232,6 +232,20 @@ def test_distro_histograms_under_their_prometheus_names(dashboard):
         assert {f"{base}_bucket", f"{base}_count"} <= names, base
 
 
+def test_app_queue_threshold_is_the_distro_default(dashboard):
+    """The app span-queue panel marks the distro's default OTEL_BSP_MAX_QUEUE_SIZE."""
+    from clstock_otel_distro.distro import DEFAULT_BSP_MAX_QUEUE_SIZE
+
+    panels = [
+        p for p in all_panels(dashboard)
+        if any("otel_sdk_processor_span_queue_size" in t.get("expr", "")
+               for t in p.get("targets") or [])
+    ]
+    assert len(panels) == 1
+    steps = panels[0]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["value"] is not None] == [DEFAULT_BSP_MAX_QUEUE_SIZE]
+
+
 def test_compose_provisions_grafana_with_prometheus():
     """docker-compose.yml mounts the provisioning and the data source reaches Prometheus."""
     problems = provisioning_problems(_yaml(DATASOURCES), _yaml(PROVIDERS), _yaml(COMPOSE_YAML),
