@@ -78,6 +78,13 @@ def queries(dashboard: Doc) -> dict[str, str]:
     for panel in all_panels(dashboard):
         for target in panel.get("targets") or []:
             found[f"{panel.get('title')} {target.get('refId')}"] = target.get("expr", "")
+    for variable in (dashboard.get("templating") or {}).get("list") or []:
+        query = variable.get("query")
+        text = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        # label_values(<series selector>, <label>): the selector is PromQL.
+        match = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", text, re.DOTALL)
+        if match:
+            found[f"variable {variable.get('name')}"] = match.group(1)
     return found
 
 
