@@ -168,6 +168,21 @@ def test_prometheus_loads_the_rules():
     assert loading_problems(_load(PROMETHEUS_YAML), _load(COMPOSE_YAML)) == []
 
 
+def test_prometheus_config_is_valid_and_loads_every_rule(promtool, tmp_path, rule_groups):
+    """`promtool check config` accepts deploy/prometheus.yml and, through its rule_files
+    (pointed at deploy/rules, as compose mounts them), finds every rule."""
+    config = _load(PROMETHEUS_YAML)
+    config["rule_files"] = [
+        str(RULES_DIR / Path(pattern).name) for pattern in config.get("rule_files") or []
+    ]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    code, output = run_promtool(promtool, "check", "config", str(path))
+    assert code == 0, output
+    found = sum(int(n) for n in re.findall(r"SUCCESS: (\d+) rules found", output))
+    assert found == sum(len(g["rules"]) for g in rule_groups), output
+
+
 def test_readme_lists_every_alert(rule_groups):
     """The README's alert table names every alert the rules define, and no other."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
