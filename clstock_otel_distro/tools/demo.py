@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from clstock_otel_distro.tools.report import build_report, format_report
 from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
 from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
@@ -169,7 +170,7 @@ def run_demo(app_dir: Path | None = None, out: TextIO = sys.stdout) -> int:
                     file=out,
                 )
             try:
-                receiver.wait_for_spans(
+                receiver.wait_until(
                     lambda s: all(m is not None for m in _match_calls(WORKFLOWS, s)), timeout=20
                 )
             except TimeoutError as error:

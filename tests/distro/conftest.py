@@ -19,7 +19,7 @@ from clstock_otel_distro.instrumentors import _patching as patching
 from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
 from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
 from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
-from tests.distro.otel_testing import Telemetry
+from tests.support.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
 OPENTELEMETRY_INSTRUMENT = VENV_BIN / "opentelemetry-instrument"

@@ -10,7 +10,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clstock_otel_distro.cli import main
-from clstock_otel_distro.tools.otlp_receiver import decode_trace_request, from_otlp_json
+from clstock_otel_distro.tools.otlp_data import decode_trace_request
+from clstock_otel_distro.tools.otlp_json import from_otlp_json
 from clstock_otel_distro.tools.report import build_report, format_report, percentile, run_report
 from clstock_otel_distro.tools.spanfile import read_spans
 
