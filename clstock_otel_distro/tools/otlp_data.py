@@ -13,7 +13,7 @@ Importing this module imports no protobuf: the generated OTLP messages load on t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -196,8 +196,6 @@ class ReceivedLog:
         return value if isinstance(value, str) else None
 
 
-
-
 # --------------------------------------------------------------------------- decoding
 
 
@@ -215,55 +213,61 @@ def _attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: _any_value(kv.value) for kv in key_values}
 
 
+def _scoped(request: Any, resources: str, scopes: str, items: str) -> Iterator[tuple[Any, ...]]:
+    """``(resource attributes, scope, item)`` for every item of an export request.
+
+    OTLP nests items by resource and then by instrumentation scope, the same way for
+    every signal; each resource's attributes are decoded once and shared by its items.
+    """
+    for resource_entry in getattr(request, resources):
+        resource = _attributes(resource_entry.resource.attributes)
+        for scope_entry in getattr(resource_entry, scopes):
+            for item in getattr(scope_entry, items):
+                yield resource, scope_entry.scope, item
+
+
 def decode_trace_request(
     request: ExportTraceServiceRequest, transport: str = "http"
 ) -> list[ReceivedSpan]:
     """Flatten an ``ExportTraceServiceRequest`` into :class:`ReceivedSpan` objects."""
-    spans: list[ReceivedSpan] = []
-    for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            scope_version = scope_spans.scope.version
-            for span in scope_spans.spans:
-                spans.append(
-                    ReceivedSpan(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=span.parent_span_id.hex() or None,
-                        name=span.name,
-                        kind=enum_name(SPAN_KINDS, span.kind),
-                        start_time_unix_nano=span.start_time_unix_nano,
-                        end_time_unix_nano=span.end_time_unix_nano,
-                        attributes=_attributes(span.attributes),
-                        status_code=enum_name(STATUS_CODES, span.status.code),
-                        status_message=span.status.message,
-                        events=tuple(
-                            ReceivedEvent(
-                                name=event.name,
-                                time_unix_nano=event.time_unix_nano,
-                                attributes=_attributes(event.attributes),
-                            )
-                            for event in span.events
-                        ),
-                        links=tuple(
-                            ReceivedLink(
-                                trace_id=link.trace_id.hex(),
-                                span_id=link.span_id.hex(),
-                                attributes=_attributes(link.attributes),
-                                trace_state=link.trace_state,
-                            )
-                            for link in span.links
-                        ),
-                        resource=resource,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        transport=transport,
-                        trace_state=span.trace_state,
-                        parent_is_remote=parent_is_remote(span.flags),
-                    )
+    return [
+        ReceivedSpan(
+            trace_id=span.trace_id.hex(),
+            span_id=span.span_id.hex(),
+            parent_span_id=span.parent_span_id.hex() or None,
+            name=span.name,
+            kind=enum_name(SPAN_KINDS, span.kind),
+            start_time_unix_nano=span.start_time_unix_nano,
+            end_time_unix_nano=span.end_time_unix_nano,
+            attributes=_attributes(span.attributes),
+            status_code=enum_name(STATUS_CODES, span.status.code),
+            status_message=span.status.message,
+            events=tuple(
+                ReceivedEvent(
+                    name=event.name,
+                    time_unix_nano=event.time_unix_nano,
+                    attributes=_attributes(event.attributes),
                 )
-    return spans
+                for event in span.events
+            ),
+            links=tuple(
+                ReceivedLink(
+                    trace_id=link.trace_id.hex(),
+                    span_id=link.span_id.hex(),
+                    attributes=_attributes(link.attributes),
+                    trace_state=link.trace_state,
+                )
+                for link in span.links
+            ),
+            resource=resource,
+            scope_name=scope.name,
+            scope_version=scope.version,
+            transport=transport,
+            trace_state=span.trace_state,
+            parent_is_remote=parent_is_remote(span.flags),
+        )
+        for resource, scope, span in _scoped(request, "resource_spans", "scope_spans", "spans")
+    ]
 
 
 def _point_base(point: Any) -> dict[str, Any]:
@@ -286,13 +290,21 @@ def _optional(point: Any, name: str) -> Any:
     return getattr(point, name) if point.HasField(name) else None
 
 
-def _histogram_point(point: Any) -> dict[str, Any]:
+def _distribution_point(point: Any) -> dict[str, Any]:
+    """What both histogram kinds' points have: count, and the optional sum, min and max."""
     data = _point_base(point)
     data.update(
         count=point.count,
         sum=_optional(point, "sum"),
         min=_optional(point, "min"),
         max=_optional(point, "max"),
+    )
+    return data
+
+
+def _histogram_point(point: Any) -> dict[str, Any]:
+    data = _distribution_point(point)
+    data.update(
         bucket_counts=tuple(point.bucket_counts),
         explicit_bounds=tuple(point.explicit_bounds),
     )
@@ -300,12 +312,8 @@ def _histogram_point(point: Any) -> dict[str, Any]:
 
 
 def _exponential_histogram_point(point: Any) -> dict[str, Any]:
-    data = _point_base(point)
+    data = _distribution_point(point)
     data.update(
-        count=point.count,
-        sum=_optional(point, "sum"),
-        min=_optional(point, "min"),
-        max=_optional(point, "max"),
         scale=point.scale,
         zero_count=point.zero_count,
         positive=_buckets(point.positive),
@@ -342,34 +350,33 @@ def decode_metrics_request(
 ) -> list[ReceivedMetric]:
     """Flatten an ``ExportMetricsServiceRequest`` into :class:`ReceivedMetric` objects."""
     metrics: list[ReceivedMetric] = []
-    for resource_metrics in request.resource_metrics:
-        resource = _attributes(resource_metrics.resource.attributes)
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is None:  # a metric without data carries nothing to assert on
-                    continue
-                data = getattr(metric, kind)
-                decode_point = _POINT_DECODERS[kind]
-                metrics.append(
-                    ReceivedMetric(
-                        name=metric.name,
-                        unit=metric.unit,
-                        kind=kind,
-                        data_points=tuple(decode_point(p) for p in data.data_points),
-                        resource=resource,
-                        scope_name=scope_metrics.scope.name,
-                        scope_version=scope_metrics.scope.version,
-                        transport=transport,
-                        description=metric.description,
-                        temporality=(
-                            enum_name(_TEMPORALITIES, data.aggregation_temporality)
-                            if kind in ("sum", "histogram", "exponential_histogram")
-                            else None
-                        ),
-                        is_monotonic=data.is_monotonic if kind == "sum" else None,
-                    )
-                )
+    for resource, scope, metric in _scoped(
+        request, "resource_metrics", "scope_metrics", "metrics"
+    ):
+        kind = metric.WhichOneof("data")
+        if kind is None:  # a metric without data carries nothing to assert on
+            continue
+        data = getattr(metric, kind)
+        decode_point = _POINT_DECODERS[kind]
+        metrics.append(
+            ReceivedMetric(
+                name=metric.name,
+                unit=metric.unit,
+                kind=kind,
+                data_points=tuple(decode_point(p) for p in data.data_points),
+                resource=resource,
+                scope_name=scope.name,
+                scope_version=scope.version,
+                transport=transport,
+                description=metric.description,
+                temporality=(
+                    enum_name(_TEMPORALITIES, data.aggregation_temporality)
+                    if kind in ("sum", "histogram", "exponential_histogram")
+                    else None
+                ),
+                is_monotonic=data.is_monotonic if kind == "sum" else None,
+            )
+        )
     return metrics
 
 
@@ -377,30 +384,25 @@ def decode_logs_request(
     request: ExportLogsServiceRequest, transport: str = "http"
 ) -> list[ReceivedLog]:
     """Flatten an ``ExportLogsServiceRequest`` into :class:`ReceivedLog` objects."""
-    logs: list[ReceivedLog] = []
-    for resource_logs in request.resource_logs:
-        resource = _attributes(resource_logs.resource.attributes)
-        for scope_logs in resource_logs.scope_logs:
-            scope_name = scope_logs.scope.name
-            for record in scope_logs.log_records:
-                logs.append(
-                    ReceivedLog(
-                        body=_any_value(record.body),
-                        severity_text=record.severity_text,
-                        severity_number=record.severity_number,
-                        trace_id=record.trace_id.hex() or None,
-                        span_id=record.span_id.hex() or None,
-                        attributes=_attributes(record.attributes),
-                        resource=resource,
-                        scope_name=scope_name,
-                        time_unix_nano=record.time_unix_nano,
-                        observed_time_unix_nano=record.observed_time_unix_nano,
-                        transport=transport,
-                        event_name=record.event_name,
-                    )
-                )
-    return logs
-
+    return [
+        ReceivedLog(
+            body=_any_value(record.body),
+            severity_text=record.severity_text,
+            severity_number=record.severity_number,
+            trace_id=record.trace_id.hex() or None,
+            span_id=record.span_id.hex() or None,
+            attributes=_attributes(record.attributes),
+            resource=resource,
+            scope_name=scope.name,
+            time_unix_nano=record.time_unix_nano,
+            observed_time_unix_nano=record.observed_time_unix_nano,
+            transport=transport,
+            event_name=record.event_name,
+        )
+        for resource, scope, record in _scoped(
+            request, "resource_logs", "scope_logs", "log_records"
+        )
+    ]
 
 
 def message_types(signal: str) -> tuple[type[Message], type[Message]]:
