@@ -136,11 +136,6 @@ class ReceivedSpan:
         value = self.resource.get("service.name")
         return value if isinstance(value, str) else None
 
-    @property
-    def is_root(self) -> bool:
-        """True when the span has no parent at all (not even a remote one)."""
-        return self.parent_span_id is None
-
 
 @dataclass(frozen=True)
 class ReceivedMetric:

@@ -4,8 +4,8 @@ Bodies are ``application/x-protobuf`` or ``application/json`` (OTLP JSON, read b
 :func:`~clstock_otel_distro.tools.otlp_json.from_otlp_json`), optionally ``gzip`` or
 ``deflate`` encoded, over keep-alive HTTP/1.1 (stdlib ``http.server``, one thread per
 connection). Each decoded request goes to the ``ingest`` callback the server was built
-with; a refused one is answered with its status and a ``google.rpc.Status`` body, as
-OTLP/HTTP specifies, and counted through ``reject``.
+with; a refused one is answered with its status and the reason (a ``google.rpc.Status``
+in the request's encoding, as OTLP/HTTP specifies) and counted through ``reject``.
 """
 
 from __future__ import annotations
