@@ -13,6 +13,10 @@ from pathlib import Path
 __all__ = ["Goal", "fmt", "goal_lines", "machine", "median"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# Benchmarks run as `python bench/X.py` (bench/ first on sys.path): the repository root
+# too, so that they share the tests' helpers (tests.support) instead of copying them.
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
 
 
 def median(values: Iterable[float]) -> float:

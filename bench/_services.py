@@ -5,7 +5,7 @@ The variants, each ClStock's API served by uvicorn from this checkout:
 - plain     ``uvicorn app.main:app``
 - ours      ``opentelemetry-instrument uvicorn app.main:app`` with this distro
 - upstream  the same launch line with the upstream opentelemetry-distro and
-            configurator selected (``devstack.upstream_distro_path()`` first on
+            configurator selected (``tests.support.upstream.upstream_distro_path()`` first on
             PYTHONPATH), OTLP export and only the upstream FastAPI / requests /
             threading / logging instrumentations (ours disabled)
 
@@ -26,10 +26,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: F401 - first: puts the repository root on sys.path for tests.support
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir, upstream_distro_path
+from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir
+from tests.support.upstream import upstream_distro_path
 
 __all__ = [
     "OTHER_VARIANTS",

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Goal, fmt, goal_lines, machine
 from _services import Sink, variant_env
 
-from clstock_otel_distro.tools.devstack import find_app_dir, free_port, upstream_distro_path
+from clstock_otel_distro.tools.devstack import find_app_dir, free_port
+from tests.support.upstream import upstream_distro_path
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("plain", "ours", "upstream")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clstock_otel_distro.tools.devstack import upstream_distro_path
+from tests.support.upstream import upstream_distro_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = REPO_ROOT / "clstock"

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from clstock_otel_distro.tools.spanfile import SpanFileWriter
 from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
 

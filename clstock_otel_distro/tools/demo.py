@@ -37,7 +37,8 @@ from typing import Any, TextIO
 
 from clstock_otel_distro.tools.devstack import ServiceProcess, find_app_dir
 from clstock_otel_distro.tools.html_report import write_html_report
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from clstock_otel_distro.tools.report import build_report, format_report
 from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
 from clstock_otel_distro.tools.trace_tree import render_trace, supports_unicode
@@ -232,7 +233,7 @@ def _run(app_dir: Path, logs: Path, html_path: Path, keep: bool, out: TextIO) ->
                     file=out,
                 )
             try:
-                receiver.wait_for_spans(
+                receiver.wait_until(
                     lambda s: all(m is not None for m in _match_calls(WORKFLOWS, s)), timeout=20
                 )
             except TimeoutError as error:

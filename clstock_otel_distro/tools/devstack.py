@@ -1,6 +1,6 @@
 """Run ClStock's services locally as subprocesses, traced or not.
 
-The demo command and the integration tests use this to start the market replay
+The demo command (and the tests and benchmarks) use this to start the market replay
 service, the data service and the API from a ClStock checkout, each under
 ``opentelemetry-instrument`` (or plain, for comparison), on 127.0.0.1 ports of their
 own, and to stop them with SIGTERM the way a process manager does.
@@ -27,19 +27,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = [
-    "GRACEFUL_EXIT_CODES",
-    "GunicornProcess",
-    "ServiceProcess",
-    "ServiceStartError",
-    "find_app_dir",
-    "free_port",
-    "upstream_distro_path",
-]
-
-# uvicorn shuts down gracefully on SIGTERM, then re-raises the signal so that its exit
-# status says "terminated": -SIGTERM is a clean exit here, -SIGKILL is not.
-GRACEFUL_EXIT_CODES = (0, -signal.SIGTERM)
+__all__ = ["ServiceProcess", "ServiceStartError", "find_app_dir", "free_port"]
 
 
 class ServiceStartError(RuntimeError):
@@ -54,46 +42,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_app_dir(start: Path | None = None) -> Path:
-    """The ``clstock/`` application directory of this checkout."""
+    """The ``clstock/`` application directory: ``start``, or the working directory's.
+
+    Only these: an editable install finds the same checkout as a wheel would, so the
+    demo behaves the same wherever it was installed from.
+    """
     candidates = [Path.cwd() / "clstock", Path.cwd()]
     if start is not None:
         candidates.insert(0, start)
-    candidates.append(Path(__file__).resolve().parent.parent / "clstock")
     for candidate in candidates:
         if (candidate / "app" / "main.py").is_file():
             return candidate
     raise FileNotFoundError("no ClStock checkout found (looked for clstock/app/main.py)")
-
-
-def upstream_distro_path(cache_root: Path | None = None) -> Path:
-    """A directory holding the upstream opentelemetry-distro, to put first on PYTHONPATH.
-
-    Installed once (``pip install --no-deps --target``) at the version matching our
-    opentelemetry-instrumentation, beside the virtualenv's site-packages rather than
-    into it: a process given this directory on PYTHONPATH finds upstream's distro and
-    configurator entry points before ours, as when both are installed, while every
-    other process keeps seeing ours alone. Tests and benchmarks compare against it.
-    """
-    import importlib.metadata
-
-    version = importlib.metadata.version("opentelemetry-instrumentation")
-    root = cache_root or Path(sys.prefix) / "clstock-test-cache"
-    target = root / f"opentelemetry-distro-{version}"
-    if any(target.glob("opentelemetry_distro-*.dist-info")):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root))
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-         str(staging), f"opentelemetry-distro=={version}"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise RuntimeError(f"cannot install opentelemetry-distro: {result.stderr[-500:]}")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
 
 
 def _bin(name: str) -> str:
@@ -134,9 +94,14 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def server_command(self) -> list[str]:
+        """The server's own command line (a subclass may serve the app another way)."""
+        return [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
+                "--port", str(self.port), "--no-access-log", *self.server_args]
+
     def command(self) -> list[str]:
-        server = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
-                  "--port", str(self.port), "--no-access-log", *self.server_args]
+        """The command run: the server's, under ``opentelemetry-instrument`` if traced."""
+        server = self.server_command()
         return [_bin("opentelemetry-instrument"), *server] if self.instrumented else server
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
@@ -210,24 +175,3 @@ class ServiceProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-class GunicornProcess(ServiceProcess):
-    """One ClStock app served by gunicorn with uvicorn workers, in a subprocess.
-
-    ``gunicorn -k uvicorn.workers.UvicornWorker -w WORKERS app``, the way ClStock is
-    deployed behind a process manager; ``server_args`` adds options (``--preload``).
-    ``stop()`` SIGTERMs the master and its workers, as for uvicorn.
-    """
-
-    def __init__(self, name: str, app: str, app_dir: Path, *, workers: int = 2,
-                 worker_class: str = "uvicorn.workers.UvicornWorker", **kwargs: object) -> None:
-        super().__init__(name, app, app_dir, **kwargs)  # type: ignore[arg-type]
-        self.workers = workers
-        self.worker_class = worker_class
-
-    def command(self) -> list[str]:
-        server = [sys.executable, "-m", "gunicorn", "-k", self.worker_class,
-                  "-w", str(self.workers), "--bind", f"127.0.0.1:{self.port}",
-                  *self.server_args, self.app]
-        return [_bin("opentelemetry-instrument"), *server] if self.instrumented else server

@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from clstock_otel_distro.tools.report import (
     PERCENTILE_METHOD,
     Report,

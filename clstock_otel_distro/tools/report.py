@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from clstock_otel_distro.tools.spanfile import read_spans
 
 __all__ = [

@@ -41,7 +41,7 @@ from clstock_otel_distro.semconv import (
     URL_FULL,
     YFINANCE_TICKER,
 )
-from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 
 __all__ = [
     "BAR_WIDTH",

@@ -17,7 +17,7 @@ from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
 from clstock_otel_distro.instrumentors import _patching as patching
 from clstock_otel_distro.patches import registry
-from tests.distro.otel_testing import Telemetry
+from tests.support.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
 OPENTELEMETRY_INSTRUMENT = VENV_BIN / "opentelemetry-instrument"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from clstock_otel_distro.tools.spanfile import read_spans
 
 BASE_NS = 1_700_000_000_000_000_000

@@ -42,13 +42,10 @@ from opentelemetry.trace import (
 )
 
 from clstock_otel_distro.tools.collect import Collector, CollectStats, TraceAssembler, run_collect
-from clstock_otel_distro.tools.otlp_receiver import (
-    ReceivedSpan,
-    decode_trace_request,
-    from_otlp_json,
-)
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan, decode_trace_request
+from clstock_otel_distro.tools.otlp_json import encode_spans, from_otlp_json
 from clstock_otel_distro.tools.report import build_report
-from clstock_otel_distro.tools.spanfile import SpanFileWriter, encode_spans, read_spans
+from clstock_otel_distro.tools.spanfile import SpanFileWriter, read_spans
 
 CLSTOCK_OTEL = Path(sys.executable).parent / "clstock-otel"
 RESOURCE = Resource({"service.name": "clstock-api", "service.version": "1.0.0"})

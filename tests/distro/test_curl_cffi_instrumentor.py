@@ -34,7 +34,7 @@ from clstock_otel_distro.semconv import (
     URL_FULL,
     URL_SCHEME,
 )
-from tests.distro.otel_testing import Telemetry, instrumented
+from tests.support.otel_testing import Telemetry, instrumented
 from utils.yahoo_session import YahooReplaySession
 
 

@@ -35,7 +35,7 @@ from clstock_otel_distro.semconv import (
 )
 from data.async_stock_data import AsyncStockDataProvider
 from data.stock_data import DataFetchError, StockDataProvider
-from tests.distro.otel_testing import Telemetry, instrumented, parent_of, without_code
+from tests.support.otel_testing import Telemetry, instrumented, parent_of, without_code
 
 _ROWS = 250
 

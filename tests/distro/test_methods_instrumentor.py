@@ -27,7 +27,7 @@ from clstock_otel_distro.semconv import (
     CODE_LINE_NUMBER,
     ERROR_TYPE,
 )
-from tests.distro.otel_testing import Telemetry, instrumented, parent_of
+from tests.support.otel_testing import Telemetry, instrumented, parent_of
 
 _SOURCE = textwrap.dedent("""
     import asyncio

@@ -53,15 +53,15 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from clstock_otel_distro.tools.otlp_receiver import (
-    OTLPReceiver,
+from clstock_otel_distro.tools.otlp_data import (
     ReceivedEvent,
     ReceivedLink,
     ReceivedLog,
     ReceivedSpan,
-    from_otlp_json,
-    to_otlp_json,
 )
+from clstock_otel_distro.tools.otlp_json import encode_spans, from_otlp_json
+from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
+from tests.support.receiver import RecordingReceiver
 
 RESOURCE_ATTRIBUTES = {
     "service.name": "clstock-api",
@@ -186,19 +186,19 @@ EXPECTED_JSON_SPAN = ReceivedSpan(
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OTLPReceiver]:
+def receiver() -> Iterator[RecordingReceiver]:
     """One receiver shared by the module's tests."""
-    with OTLPReceiver() as shared:
+    with RecordingReceiver() as shared:
         yield shared
 
 
 @pytest.fixture(autouse=True)
-def _empty_receiver(receiver: OTLPReceiver) -> None:
+def _empty_receiver(receiver: RecordingReceiver) -> None:
     """Each test starts with an empty store."""
     receiver.clear()
 
 
-def _span_exporter(receiver: OTLPReceiver, transport: str) -> Any:
+def _span_exporter(receiver: RecordingReceiver, transport: str) -> Any:
     if transport == "http":
         return HttpSpanExporter(
             endpoint=f"{receiver.http_endpoint}/v1/traces", compression=Compression.Gzip
@@ -212,7 +212,7 @@ def _hex_span_id(span: trace.Span) -> str:
     return format(span.get_span_context().span_id, "016x")
 
 
-def _export_one_span(receiver: OTLPReceiver, name: str) -> None:
+def _export_one_span(receiver: RecordingReceiver, name: str) -> None:
     provider = TracerProvider(resource=RESOURCE)
     provider.add_span_processor(SimpleSpanProcessor(_span_exporter(receiver, "http")))
     provider.get_tracer(*SCOPE).start_span(name).end()
@@ -220,7 +220,7 @@ def _export_one_span(receiver: OTLPReceiver, name: str) -> None:
 
 
 def _post(
-    receiver: OTLPReceiver,
+    receiver: RecordingReceiver,
     path: str,
     body: bytes | Iterator[bytes],
     headers: dict[str, str],
@@ -248,7 +248,7 @@ def _protobuf_request_bytes() -> bytes:
 @pytest.mark.parametrize(
     ("transport", "processor"), [("http", SimpleSpanProcessor), ("grpc", BatchSpanProcessor)]
 )
-def test_span_tree_is_decoded_exactly(receiver: OTLPReceiver, transport: str, processor: Any):
+def test_span_tree_is_decoded_exactly(receiver: RecordingReceiver, transport: str, processor: Any):
     """A parent/child/grandchild tree arrives with every field decoded exactly."""
     before = receiver.stats()[transport]
     provider = TracerProvider(resource=RESOURCE)
@@ -367,7 +367,7 @@ def test_span_tree_is_decoded_exactly(receiver: OTLPReceiver, transport: str, pr
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_histogram_counter_and_gauge_are_decoded(receiver: OTLPReceiver, transport: str):
+def test_histogram_counter_and_gauge_are_decoded(receiver: RecordingReceiver, transport: str):
     """Metric exports keep names, kinds, units, attributes and point values."""
     if transport == "http":
         exporter: Any = HttpMetricExporter(endpoint=f"{receiver.http_endpoint}/v1/metrics")
@@ -425,7 +425,9 @@ def test_histogram_counter_and_gauge_are_decoded(receiver: OTLPReceiver, transpo
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_log_records_are_decoded_with_trace_correlation(receiver: OTLPReceiver, transport: str):
+def test_log_records_are_decoded_with_trace_correlation(
+    receiver: RecordingReceiver, transport: str
+):
     """Log records keep body (maps, bytes, arrays), severity, ids and attributes."""
     if transport == "http":
         exporter: Any = HttpLogExporter(endpoint=f"{receiver.http_endpoint}/v1/logs")
@@ -471,7 +473,7 @@ def test_log_records_are_decoded_with_trace_correlation(receiver: OTLPReceiver, 
     ]
 
 
-def test_otlp_json_request_is_decoded_with_hex_ids(receiver: OTLPReceiver):
+def test_otlp_json_request_is_decoded_with_hex_ids(receiver: RecordingReceiver):
     """An OTLP JSON body (hex ids, int enums) is accepted and answered in JSON."""
     status, response, body = _post(
         receiver, "/v1/traces", _json_request_bytes(), {"Content-Type": "application/json"}
@@ -484,12 +486,12 @@ def test_otlp_json_request_is_decoded_with_hex_ids(receiver: OTLPReceiver):
     assert receiver.spans() == [EXPECTED_JSON_SPAN]
 
 
-def test_to_otlp_json_round_trips_an_sdk_request(receiver: OTLPReceiver):
-    """to_otlp_json writes hex ids that from_otlp_json and the HTTP endpoint read back."""
+def test_spans_encoded_as_otlp_json_are_read_back_over_http(receiver: RecordingReceiver):
+    """encode_spans writes hex ids and a request that the HTTP endpoint reads back whole."""
     _export_one_span(receiver, "StockPredictor.fit")
     [raw] = receiver.raw_trace_requests()
     [original] = receiver.spans()
-    text = to_otlp_json(raw)
+    text = encode_spans([original])
     assert f'"traceId":"{original.trace_id}"' in text
     assert from_otlp_json(text, ExportTraceServiceRequest) == raw
 
@@ -505,7 +507,7 @@ def test_to_otlp_json_round_trips_an_sdk_request(receiver: OTLPReceiver):
     [("deflate", zlib.compress), ("deflate", lambda data: zlib.compress(data, wbits=-15))],
     ids=["zlib", "raw-deflate"],
 )
-def test_deflate_bodies_are_accepted(receiver: OTLPReceiver, encoding: str, compress: Any):
+def test_deflate_bodies_are_accepted(receiver: RecordingReceiver, encoding: str, compress: Any):
     """Content-Encoding: deflate works in its zlib and raw forms."""
     headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": encoding}
     status, response, body = _post(
@@ -519,7 +521,7 @@ def test_deflate_bodies_are_accepted(receiver: OTLPReceiver, encoding: str, comp
     assert receiver.spans() == [EXPECTED_JSON_SPAN]
 
 
-def test_chunked_body_is_accepted(receiver: OTLPReceiver):
+def test_chunked_body_is_accepted(receiver: RecordingReceiver):
     """A chunked Transfer-Encoding body is reassembled."""
     data = _protobuf_request_bytes()
     chunks = iter([data[:10], data[10:]])
@@ -528,7 +530,7 @@ def test_chunked_body_is_accepted(receiver: OTLPReceiver):
     assert receiver.spans() == [EXPECTED_JSON_SPAN]
 
 
-def test_malformed_protobuf_gets_400_with_a_status_message(receiver: OTLPReceiver):
+def test_malformed_protobuf_gets_400_with_a_status_message(receiver: RecordingReceiver):
     """A corrupt protobuf body is refused with 400 and a google.rpc.Status body."""
     before = receiver.stats()["http"].rejected_requests
     status, response, body = _post(
@@ -542,7 +544,7 @@ def test_malformed_protobuf_gets_400_with_a_status_message(receiver: OTLPReceive
     assert receiver.spans() == []
 
 
-def test_malformed_json_gets_400_with_a_json_message(receiver: OTLPReceiver):
+def test_malformed_json_gets_400_with_a_json_message(receiver: RecordingReceiver):
     """A JSON body with a non-hex trace id is refused with a JSON error body."""
     document = json.loads(_json_request_bytes())
     document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] = "not-hex"
@@ -589,7 +591,7 @@ def test_malformed_json_gets_400_with_a_json_message(receiver: OTLPReceiver):
     ],
 )
 def test_bad_requests_get_the_right_status(
-    receiver: OTLPReceiver,
+    receiver: RecordingReceiver,
     method: str,
     path: str,
     headers: dict[str, str],
@@ -607,7 +609,7 @@ def test_bad_requests_get_the_right_status(
         assert response.getheader("Allow") == "POST"
 
 
-def test_http_connection_is_kept_alive(receiver: OTLPReceiver):
+def test_http_connection_is_kept_alive(receiver: RecordingReceiver):
     """Consecutive exports reuse one HTTP/1.1 connection."""
     connection = http.client.HTTPConnection("127.0.0.1", receiver.http_port, timeout=5)
     headers = {"Content-Type": "application/x-protobuf"}
@@ -628,7 +630,7 @@ def test_http_connection_is_kept_alive(receiver: OTLPReceiver):
     assert len(receiver.spans()) == 2
 
 
-def test_wait_for_spans_wakes_up_when_spans_arrive(receiver: OTLPReceiver):
+def test_wait_for_spans_wakes_up_when_spans_arrive(receiver: RecordingReceiver):
     """wait_for_spans blocks until a matching span arrives from another thread."""
     timer = threading.Timer(0.1, _export_one_span, (receiver, "StockPredictor.predict"))
     timer.start()
@@ -641,7 +643,7 @@ def test_wait_for_spans_wakes_up_when_spans_arrive(receiver: OTLPReceiver):
     assert [s.name for s in spans] == ["StockPredictor.predict"]
 
 
-def test_wait_for_spans_timeout_summarises_what_was_received(receiver: OTLPReceiver):
+def test_wait_for_spans_timeout_summarises_what_was_received(receiver: RecordingReceiver):
     """On timeout the error names the spans received per service."""
     _export_one_span(receiver, "StockPredictor.fit")
     with pytest.raises(TimeoutError) as caught:
@@ -652,7 +654,7 @@ def test_wait_for_spans_timeout_summarises_what_was_received(receiver: OTLPRecei
     assert "service 'clstock-api': StockPredictor.fit (INTERNAL) x1" in message
 
 
-def test_wait_timeout_with_nothing_received_points_at_the_endpoints(receiver: OTLPReceiver):
+def test_wait_timeout_with_nothing_received_points_at_the_endpoints(receiver: RecordingReceiver):
     """With nothing received the timeout error says where exporters should send."""
     with pytest.raises(TimeoutError, match="No spans received") as caught:
         receiver.wait_for_spans(timeout=0.05)
@@ -663,8 +665,29 @@ def test_wait_timeout_with_nothing_received_points_at_the_endpoints(receiver: OT
         receiver.wait_for_logs(timeout=0.05)
 
 
+def test_the_operator_receiver_waits_until_its_spans_match():
+    """OTLPReceiver.wait_until (what the demo waits with) returns the spans or says what came."""
+    with OTLPReceiver(grpc_port=None) as plain:
+        timer = threading.Timer(0.1, _export_one_span, (plain, "StockPredictor.predict"))
+        timer.start()
+        try:
+            spans = plain.wait_until(
+                lambda spans: any(s.name == "StockPredictor.predict" for s in spans), timeout=5
+            )
+        finally:
+            timer.join()
+        assert [s.name for s in spans] == ["StockPredictor.predict"]
+        with pytest.raises(TimeoutError) as caught:
+            plain.wait_until(lambda spans: len(spans) > 1, timeout=0.1)
+        assert "waiting for spans matching" in str(caught.value)
+        assert "StockPredictor.predict (INTERNAL) x1" in str(caught.value)
+    forgetful = OTLPReceiver(grpc_port=None, retain=False)
+    with forgetful, pytest.raises(RuntimeError, match="retain=False"):
+        forgetful.wait_until(bool, timeout=0.1)
+
+
 def test_listeners_get_each_batch_and_a_failing_one_is_contained(
-    receiver: OTLPReceiver, caplog: pytest.LogCaptureFixture
+    receiver: RecordingReceiver, caplog: pytest.LogCaptureFixture
 ):
     """Listeners see every stored batch; one that raises is logged and changes nothing."""
     batches: list[list[ReceivedSpan]] = []

@@ -33,7 +33,7 @@ from clstock_otel_distro.semconv import (
     CODE_LINE_NUMBER,
     ERROR_TYPE,
 )
-from tests.distro.otel_testing import Telemetry
+from tests.support.otel_testing import Telemetry
 
 
 class QuoteError(Exception):

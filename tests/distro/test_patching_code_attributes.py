@@ -15,7 +15,7 @@ from clstock_otel_distro.semconv import (
     CODE_FUNCTION_NAME,
     CODE_LINE_NUMBER,
 )
-from tests.distro.otel_testing import Telemetry
+from tests.support.otel_testing import Telemetry
 
 
 def _code_keys(pipeline: Telemetry, module: types.ModuleType, patches: list,

@@ -23,7 +23,7 @@ from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_NAME,
     ERROR_TYPE,
 )
-from tests.distro.otel_testing import Telemetry
+from tests.support.otel_testing import Telemetry
 
 _OK = {CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}
 _UNSAMPLED = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True,

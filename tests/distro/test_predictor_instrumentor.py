@@ -42,7 +42,7 @@ from clstock_otel_distro.semconv import (
 )
 from data.stock_data import UnknownSymbolError
 from models.predictor import MLStockPredictor, MomentumPredictor, StockPredictor
-from tests.distro.otel_testing import Telemetry, instrumented, parent_of, without_code
+from tests.support.otel_testing import Telemetry, instrumented, parent_of, without_code
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _PREDICTORS = (StockPredictor, MomentumPredictor, MLStockPredictor)

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clstock_otel_distro.cli import main
-from clstock_otel_distro.tools.otlp_receiver import decode_trace_request, from_otlp_json
 from clstock_otel_distro.tools.report import (
     build_report,
     format_overall,
@@ -357,20 +355,6 @@ def test_a_collector_file_exporter_line_is_read(tmp_path: Path):
     report = build_report(spans)
     assert [(e.client, e.server, e.calls, e.errors) for e in report.edges] == []
     assert [(op.name, op.errors) for op in report.operations] == [("GET", 1), ("checkout", 0)]
-
-
-@pytest.mark.parametrize("source", ["fixture", "collector"])
-def test_the_fast_reader_agrees_with_protobufs_json_parser(tmp_path: Path, source: str):
-    """read_spans decodes every line exactly as from_otlp_json + decode_trace_request do."""
-    lines = fixture_lines() if source == "fixture" else [COLLECTOR_LINE]
-    path = tmp_path / "spans.jsonl"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    expected = [
-        span
-        for line in lines
-        for span in decode_trace_request(from_otlp_json(line, ExportTraceServiceRequest), "file")
-    ]
-    assert read_spans(path)[0] == expected
 
 
 def test_snake_case_and_named_enums_are_accepted(tmp_path: Path):

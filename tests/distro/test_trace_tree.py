@@ -6,7 +6,7 @@ import io
 import random
 from typing import Any
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedEvent, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedEvent, ReceivedSpan
 from clstock_otel_distro.tools.trace_tree import format_duration, render_trace, supports_unicode
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"

@@ -47,7 +47,7 @@ from clstock_otel_distro.semconv import (
 )
 from clstock_otel_distro.tools.devstack import ServiceProcess
 from data.stock_data import StockDataProvider
-from tests.distro.otel_testing import Telemetry, instrumented, parent_of, without_code
+from tests.support.otel_testing import Telemetry, instrumented, parent_of, without_code
 from utils.yahoo_session import YAHOO_URL_ENV, configure_yfinance
 
 _CRUMB = "ClStockRply"  # the replay's crumb: must never appear in a span

@@ -1,7 +1,7 @@
 """The end-to-end harness: real ClStock services under ``opentelemetry-instrument``,
 exporting real OTLP to a receiver started by the tests on 127.0.0.1.
 
-``receiver`` is one OTLPReceiver per module; ``launch`` starts a ClStock service
+``receiver`` is one RecordingReceiver per module; ``launch`` starts a ClStock service
 traced into it and stops it (SIGTERM) at the end of the module. Services export fast
 (a short batch delay) so tests wait milliseconds, not the SDK's default 5 s.
 """
@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import pytest
 
 from clstock_otel_distro.tools.devstack import ServiceProcess
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from tests.conftest import APP_DIR
+from tests.support.receiver import RecordingReceiver
 
 FAST_EXPORT = {
     "OTEL_BSP_SCHEDULE_DELAY": "100",
@@ -24,13 +25,13 @@ FAST_EXPORT = {
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[OTLPReceiver]:
+def receiver() -> Iterator[RecordingReceiver]:
     """An OTLP/HTTP + OTLP/gRPC receiver on 127.0.0.1, shared by a module's tests."""
-    with OTLPReceiver() as rcv:
+    with RecordingReceiver() as rcv:
         yield rcv
 
 
-def otlp_env(receiver: OTLPReceiver, protocol: str = "http/protobuf") -> dict[str, str]:
+def otlp_env(receiver: RecordingReceiver, protocol: str = "http/protobuf") -> dict[str, str]:
     """The OTEL_* variables that point a service at ``receiver``."""
     endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_endpoint
     return {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
@@ -75,7 +76,7 @@ def server_span(spans: Sequence[ReceivedSpan], route: str, service: str | None =
     return matches[0]
 
 
-def wait_for_route(receiver: OTLPReceiver, route: str, *, service: str | None = None,
+def wait_for_route(receiver: RecordingReceiver, route: str, *, service: str | None = None,
                    count: int = 1, timeout: float = 15.0) -> list[ReceivedSpan]:
     """Block until ``count`` SERVER spans of ``route`` arrived; returns all spans then."""
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GunicornProcess, ServiceProcess
+from clstock_otel_distro.tools.devstack import ServiceProcess
 from tests.conftest import APP_DIR
 from tests.integration.conftest import otlp_env
+from tests.support.processes import GunicornProcess
 
 # What bootstrap installs for ClStock's requirements beyond the distro's own
 # dependencies (opentelemetry-bootstrap -a requirements, SDK 1.45 / contrib 0.66b1).

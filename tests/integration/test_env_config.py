@@ -14,8 +14,9 @@ import json
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES, ServiceProcess
+from clstock_otel_distro.tools.devstack import ServiceProcess
 from tests.integration.conftest import otlp_env
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 REQUESTS = ("/health", "/api/v1/predict/7203", "/api/v1/stock/7203/data?period=1mo")
 

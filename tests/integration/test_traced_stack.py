@@ -15,9 +15,9 @@ import time
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from clstock_otel_distro.version import __version__
 from tests.integration.conftest import ancestors, otlp_env
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 API_HTTP = "clstock"  # service.name is the distro's default for the plain API
 

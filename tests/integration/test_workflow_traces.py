@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import pytest
 import requests
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from tests.integration.conftest import ancestors, otlp_env
 
 REPLAY, DATA, API_LOCAL, API_REMOTE = (

@@ -22,8 +22,9 @@ import pytest
 import requests
 
 from clstock_otel_distro.tools.devstack import ServiceProcess
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver, ReceivedSpan
+from clstock_otel_distro.tools.otlp_data import ReceivedSpan
 from tests.integration.conftest import launch, receiver, replay  # noqa: F401 - fixtures
+from tests.support.receiver import RecordingReceiver
 
 # The SDK's warning when a span is dropped because the batch queue is full.
 QUEUE_FULL = "Queue full, dropping"
@@ -101,13 +102,13 @@ def timed_get(session: requests.Session, url: str, **kwargs) -> tuple[str, int, 
     return trace_id, answer.status_code, time.perf_counter() - started
 
 
-def spans_of(otlp: OTLPReceiver, trace_ids: Sequence[str] | set[str]) -> list[ReceivedSpan]:
+def spans_of(otlp: RecordingReceiver, trace_ids: Sequence[str] | set[str]) -> list[ReceivedSpan]:
     """The received spans of the given traces."""
     wanted = set(trace_ids)
     return [s for s in otlp.spans() if s.trace_id in wanted]
 
 
-def wait_for_traces(otlp: OTLPReceiver, trace_ids: Sequence[str] | set[str],
+def wait_for_traces(otlp: RecordingReceiver, trace_ids: Sequence[str] | set[str],
                     timeout: float = 20.0) -> list[ReceivedSpan]:
     """Block until a SERVER span of every trace arrived; returns those traces' spans."""
     wanted = set(trace_ids)

@@ -18,9 +18,9 @@ import re
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import traceparent, wait_for_traces
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 HUGE = "1" + "0" * 30
 REQUESTS = ("/health", "/api/v1/predict/7203", "/api/v1/stock/7203/data?period=1mo")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import traceparent, wait_for_traces
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 _MODULE = textwrap.dedent('''
     """An instrumentation whose _instrument always fails."""

@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES, free_port
-from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
+from clstock_otel_distro.tools.devstack import free_port
 from tests.reliability.conftest import (
     QUEUE_FULL,
     rss_kib,
@@ -33,6 +32,8 @@ from tests.reliability.conftest import (
     timed_get,
     wait_for_traces,
 )
+from tests.support.processes import GRACEFUL_EXIT_CODES
+from tests.support.receiver import RecordingReceiver
 
 # Far below the exporter's 10 s timeout (what a request stuck behind an export to the
 # blackhole would take), far above a request (milliseconds, ~0.2 s at worst under the
@@ -102,7 +103,7 @@ def test_receiver_absent_at_start_then_up(launch, replay):
     _, while_absent = serve(api.url, 30)
     assert max(while_absent) < MAX_REQUEST_SECONDS
 
-    with OTLPReceiver(http_port=port, grpc_port=None) as receiver:
+    with RecordingReceiver(http_port=port, grpc_port=None) as receiver:
         trace_ids, with_receiver = serve(api.url, 30)
         # The exporter may be in a retry backoff (1, 2, 4 s): give it its 10 s.
         spans = wait_for_traces(receiver, trace_ids, timeout=20)
@@ -119,7 +120,7 @@ def test_receiver_killed_mid_run_and_restarted(launch, replay):
     port = free_port()
     api = launch("receiver-restarted", env=api_env(f"http://127.0.0.1:{port}", replay,
                                                      OTEL_SERVICE_NAME="clstock-restart"))
-    with OTLPReceiver(http_port=port, grpc_port=None) as first:
+    with RecordingReceiver(http_port=port, grpc_port=None) as first:
         before, baseline = serve(api.url, 20)
         wait_for_traces(first, before)
 
@@ -127,7 +128,7 @@ def test_receiver_killed_mid_run_and_restarted(launch, replay):
     assert max(while_down) < MAX_REQUEST_SECONDS
     assert statistics.median(while_down) <= 3 * statistics.median(baseline) + 0.05
 
-    with OTLPReceiver(http_port=port, grpc_port=None) as second:
+    with RecordingReceiver(http_port=port, grpc_port=None) as second:
         after, _ = serve(api.url, 20)
         spans = wait_for_traces(second, after, timeout=20)
         assert {s.service_name for s in spans} == {"clstock-restart"}

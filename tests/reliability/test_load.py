@@ -15,8 +15,8 @@ import http.client
 import threading
 import time
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.reliability.conftest import QUEUE_FULL, spans_of, stop_timed, traceparent
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 PATHS = ("/health", "/api/v1/predict/7203")
 REQUESTS = 2000

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES, GunicornProcess, ServiceProcess
+from clstock_otel_distro.tools.devstack import ServiceProcess
 from tests.conftest import APP_DIR
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import spans_of, traceparent, wait_for_traces
+from tests.support.processes import GRACEFUL_EXIT_CODES, GunicornProcess
 
 
 def _server_spans(receiver, service: str):

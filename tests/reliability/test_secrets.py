@@ -19,9 +19,9 @@ import secrets
 import pytest
 import requests
 
-from clstock_otel_distro.tools.devstack import GRACEFUL_EXIT_CODES
 from tests.integration.conftest import otlp_env
 from tests.reliability.conftest import spans_of, traceparent, wait_for_traces
+from tests.support.processes import GRACEFUL_EXIT_CODES
 
 SECRETS = {name: f"{name}-{secrets.token_hex(8)}" for name in (
     "bearer", "cookie", "apikeyheader", "querykey", "querytoken", "password", "outkey", "otlp")}
