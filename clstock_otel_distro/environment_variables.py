@@ -26,6 +26,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
+    "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
@@ -182,4 +183,17 @@ are the same; encoding a FastAPI server span takes about 40% less CPU). At most 
 are kept. ``false`` encodes each time, as the SDK does.
 
 **Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR = "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR
+
+With ``OTEL_METRICS_EXPORTER=prometheus``, a directory where each process (every
+worker of ``uvicorn --workers`` or gunicorn, and their supervisor) writes a Prometheus
+``file_sd`` target file, ``clstock-<hostname>-<port>.json``, naming the port it serves
+its metrics on; the file is removed when the process exits. Point a
+``file_sd_configs`` entry at ``<dir>/*.json``. Unset: no file is written.
+
+**Default value:** unset
 """
