@@ -192,7 +192,8 @@ OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR = "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TAR
 With ``OTEL_METRICS_EXPORTER=prometheus``, a directory where each process (every
 worker of ``uvicorn --workers`` or gunicorn, and their supervisor) writes a Prometheus
 ``file_sd`` target file, ``clstock-<hostname>-<port>.json``, naming the port it serves
-its metrics on; the file is removed when the process exits. Point a
+its metrics on; the file is removed when the process exits (a killed process's file,
+by the next process to start on the host). Point a
 ``file_sd_configs`` entry at ``<dir>/*.json``. Unset: no file is written.
 
 **Default value:** unset

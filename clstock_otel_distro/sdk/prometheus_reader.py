@@ -37,6 +37,8 @@ _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 # inherit the instrumented environment but serve no request: no port for them.
 _HELPER_MODULES = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 _TARGET_FILE_PREFIX = "clstock"
+# A listening port on this host accepts at once; a dead one refuses at once.
+_PROBE_TIMEOUT_S = 0.5
 
 
 def _is_helper_process() -> bool:
@@ -44,8 +46,8 @@ def _is_helper_process() -> bool:
     return any(module in command for module in _HELPER_MODULES)
 
 
-def target_file_name(port: int) -> str:
-    """The name of this host's file_sd target file for ``port``."""
+def target_file_name(port: int | str) -> str:
+    """The name of this host's file_sd target file for ``port`` (``"*"``: a glob of all)."""
     return f"{_TARGET_FILE_PREFIX}-{socket.gethostname()}-{port}.json"
 
 
@@ -125,6 +127,31 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
                             OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR, directory, path, exc)
             return
         self._target_file = path
+        self._remove_stale_targets(path.parent)
+
+    def _remove_stale_targets(self, directory: Path) -> None:
+        """Remove this host's target files whose port no longer answers.
+
+        A process killed without a chance to clean up (SIGKILL, the OOM killer,
+        uvicorn's supervisor killing a worker that missed its health check) leaves
+        its file behind; the next process to start on this host removes it. Files of
+        other hosts sharing the directory are left alone.
+        """
+        for path in directory.glob(target_file_name("*")):
+            if path == self._target_file:
+                continue
+            try:
+                [group] = json.loads(path.read_text())
+                [target] = group["targets"]
+                host, _, port = target.rpartition(":")
+                host = host.strip("[]")
+                with socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT_S):
+                    continue  # alive
+            except ConnectionRefusedError:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # unreadable, or unreachable right now: not ours to judge
 
     def _remove_target(self) -> None:
         if self._target_file is not None:

@@ -18,8 +18,9 @@ serves its own metrics on the first free port from ``OTEL_EXPORTER_PROMETHEUS_PO
 upward (at most :data:`PORT_SPAN` ports; ``0``: a port the system picks), a forked
 child closes the server it inherited and binds its own, and with
 ``OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR`` set each process writes a Prometheus
-``file_sd`` target file there, removed when the process shuts its telemetry down, so
-Prometheus scrapes exactly the live processes. The first process to start (a
+``file_sd`` target file there, removed when the process shuts its telemetry down (the
+file of a killed process, by the next process to start on that host), so Prometheus
+scrapes exactly the live processes. The first process to start (a
 supervisor or master) takes the base port and serves its own runtime metrics.
 
 Each reader has its own registry: the exposition holds OpenTelemetry's metrics only,

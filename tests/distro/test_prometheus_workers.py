@@ -134,3 +134,30 @@ def test_forked_child_serves_its_own_metrics(tmp_path):
     parent_port, child_port, child_has, parent_has = result.stdout.split()
     assert parent_port != child_port
     assert (child_has, parent_has) == ("True", "False")
+
+
+def test_stale_target_files_of_this_host_are_removed(monkeypatch, tmp_path):
+    """A starting process removes this host's files whose port refuses; live ones stay."""
+    live = socket.socket()
+    live.bind(("127.0.0.1", 0))
+    live.listen()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()
+    files = {}
+    for name, port in (("live", live.getsockname()[1]), ("dead", dead_port)):
+        files[name] = tmp_path / target_file_name(port)
+        files[name].write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {}}]))
+    other_host = tmp_path / "clstock-elsewhere-9464.json"
+    other_host.write_text(json.dumps([{"targets": [f"127.0.0.1:{dead_port}"], "labels": {}}]))
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR", str(tmp_path))
+    reader = WorkerPrometheusMetricReader()
+    try:
+        assert sorted(tmp_path.glob("*.json")) == sorted(
+            [files["live"], other_host, tmp_path / target_file_name(reader.port)])
+    finally:
+        reader.shutdown()
+        live.close()

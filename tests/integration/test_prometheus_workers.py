@@ -99,7 +99,11 @@ def started() -> Iterator[list[ServiceProcess]]:
 def test_uvicorn_workers_each_announced_and_scraped(started, tmp_path):
     """uvicorn --workers 2: a target file per serving process, each scraped as itself."""
     targets = tmp_path / "targets"
-    api = ServiceProcess("prom-uvicorn", "app.main:app", APP_DIR, server_args=["--workers", "2"],
+    # A generous health-check timeout: on a loaded machine uvicorn's supervisor would
+    # otherwise kill and replace a worker still importing ClStock (the replacement
+    # removes the killed one's stale file, but the test wants a steady set of targets).
+    api = ServiceProcess("prom-uvicorn", "app.main:app", APP_DIR,
+                         server_args=["--workers", "2", "--timeout-worker-healthcheck", "60"],
                          env=_env(OTEL_EXPORTER_PROMETHEUS_PORT="0",
                                   OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR=str(targets)),
                          log_path=tmp_path / "api.log")
