@@ -93,6 +93,7 @@ from opentelemetry.util._importlib_metadata import entry_points
 from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
+from clstock_otel_distro.sdk import prometheus_workers as _prometheus_workers
 from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
@@ -367,6 +368,8 @@ def _plan(kwargs: Mapping[str, Any]) -> _Plan:
     protocols = _plan_protocols(plan)
     for signal in _SIGNALS:
         plan.exporters[signal.name] = _plan_exporters(plan, signal, protocols[signal.name])
+    # OTEL_METRICS_EXPORTER=prometheus: a port of its own for each worker process.
+    _prometheus_workers.plan_reader(plan)
     _plan_otlp(plan)
     _plan_zipkin(plan)
     _plan_sampler(plan)

@@ -52,6 +52,7 @@ from opentelemetry.util._importlib_metadata import EntryPoint, entry_points
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro import instrumentation_policy
+from clstock_otel_distro import runtime_metrics as _runtime_metrics
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
@@ -343,7 +344,10 @@ class ClStockDistro(BaseDistro):
             kwargs["meter_provider"] = NoOpMeterProvider()
         try:
             instrumentor = entry_point.load()
-            instrumentor().instrument(**kwargs)
+            if entry_point.name == _runtime_metrics.ENTRY_POINT_NAME:
+                _runtime_metrics.instrument_runtime_metrics(instrumentor, **kwargs)
+            else:
+                instrumentor().instrument(**kwargs)
         except (DependencyConflictError, ModuleNotFoundError):
             # Upstream already treats these as "library not installed" and logs
             # them at debug before moving on; keep that quiet behaviour.

@@ -34,6 +34,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
+    "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
     "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
     "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS",
@@ -236,4 +237,18 @@ distro's default ``OTEL_SEMCONV_STABILITY_OPT_IN`` (``http,database``) gives the
 spans the current database semantic conventions.
 
 **Default value:** ``false``
+"""
+
+OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR = "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR
+
+With ``OTEL_METRICS_EXPORTER=prometheus``, a directory where each process (every
+worker of ``uvicorn --workers`` or gunicorn, and their supervisor) writes a Prometheus
+``file_sd`` target file, ``clstock-<hostname>-<port>.json``, naming the port it serves
+its metrics on; the file is removed when the process exits (a killed process's file,
+by the next process to start on the host). Point a
+``file_sd_configs`` entry at ``<dir>/*.json``. Unset: no file is written.
+
+**Default value:** unset
 """

@@ -225,11 +225,11 @@ def test_only_unknown_trace_exporters_fall_back_to_otlp(monkeypatch, caplog):
 
 
 def test_unknown_metrics_exporter_falls_back_to_otlp(monkeypatch, caplog):
-    """An exporter that is not installed (prometheus) falls back to otlp for metrics."""
-    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    """An exporter that is not installed (influxdb) falls back to otlp for metrics."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "influxdb")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     plan = _plan({})
-    _one_warning(caplog, "OTEL_METRICS_EXPORTER", "prometheus")
+    _one_warning(caplog, "OTEL_METRICS_EXPORTER", "influxdb")
     assert _sdk_exporters(plan)[1] == {"otlp_proto_http": OTLPMetricExporter}
 
 

@@ -1,0 +1,102 @@
+"""Runtime metrics: the process's CPU, memory, threads, file descriptors and CPython GC.
+
+They come from ``opentelemetry-instrumentation-system-metrics`` (entry point
+``system_metrics``), which the distro loads like any other instrumentation, with a
+default set of its own: upstream's default also reports the whole host (CPU, memory,
+swap, disks, network, every socket on the machine), which is the collector's or a
+node exporter's job and costs a walk of every connection at each collection.
+
+Every one of these instruments is observable: its callback reads ``/proc`` or
+``gc.get_stats()`` when the metric reader collects (every
+``OTEL_METRIC_EXPORT_INTERVAL`` ms, or at each Prometheus scrape), never while a
+request is served. ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` (the
+instrumentation's own glob patterns) still removes metrics from our set, and
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=system_metrics`` turns them all off.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from clstock_otel_distro import config as _config
+
+__all__ = [
+    "DEFAULT_RUNTIME_METRICS",
+    "ENTRY_POINT_NAME",
+    "instrument_runtime_metrics",
+    "runtime_metrics_config",
+]
+
+_logger = logging.getLogger(__name__)
+
+ENTRY_POINT_NAME = "system_metrics"
+# The instrumentation's own variable (upstream keeps the name in its package too).
+OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS = "OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS"
+
+# Metric name -> the attribute values reported (None: one series), in the
+# instrumentation's config format. Each is one cheap read per collection; the
+# process.runtime.* names are upstream's deprecated duplicates of these.
+DEFAULT_RUNTIME_METRICS: Mapping[str, tuple[str, ...] | None] = {
+    "process.cpu.time": ("user", "system"),
+    "process.cpu.utilization": None,
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.thread.count": None,
+    "process.open_file_descriptor.count": None,
+    "cpython.gc.collections": None,
+    "cpython.gc.collected_objects": None,
+    "cpython.gc.uncollectable_objects": None,
+}
+
+_fork_hook_installed = False
+
+
+def runtime_metrics_config() -> dict[str, list[str] | None]:
+    """Our default set, less what ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` excludes."""
+    excluded = _config.env_list(OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS)
+    return {
+        name: None if labels is None else list(labels)
+        for name, labels in DEFAULT_RUNTIME_METRICS.items()
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in excluded)
+    }
+
+
+def instrument_runtime_metrics(instrumentor_class: type, **kwargs: Any) -> Any:
+    """Instrument with our default set unless the caller passed a ``config`` of its own.
+
+    Returns the instrumentor. ``kwargs`` are ``instrument()``'s (``meter_provider``...).
+    """
+    config = kwargs.pop("config", None)
+    instrumentor = instrumentor_class(config=runtime_metrics_config() if config is None else config)
+    _follow_forks(instrumentor)
+    instrumentor.instrument(**kwargs)
+    return instrumentor
+
+
+def _follow_forks(instrumentor: Any) -> None:
+    """After a fork, read the child's own process, not the parent's.
+
+    The instrumentor binds ``psutil.Process(os.getpid())`` when it is created, so a
+    worker forked from a master that loaded the instrumentations (gunicorn, with or
+    without ``--preload``) would report the master's CPU, memory and threads as its
+    own. The instrumentor is a singleton, so one hook serves every construction.
+    """
+    global _fork_hook_installed
+    if _fork_hook_installed or not hasattr(os, "register_at_fork"):
+        return
+    _fork_hook_installed = True
+
+    def renew() -> None:
+        try:
+            import psutil
+
+            if hasattr(instrumentor, "_proc"):  # private: system-metrics 0.66
+                instrumentor._proc = psutil.Process(os.getpid())
+        except Exception as exc:  # never let a metric break a fork
+            _logger.debug("Runtime metrics could not follow the fork: %s", exc)
+
+    os.register_at_fork(after_in_child=renew)
