@@ -10,7 +10,7 @@ from __future__ import annotations
 import requests
 import yaml
 
-from clstock_otel_distro.tools.otlp_receiver import ReceivedLog
+from clstock_otel_distro.tools.otlp_data import ReceivedLog
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import otlp_env, trace_of, wait_for_route
 

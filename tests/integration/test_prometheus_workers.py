@@ -20,13 +20,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from clstock_otel_distro.sdk.prometheus_workers import PORT_SPAN
-from clstock_otel_distro.tools.devstack import (
-    GRACEFUL_EXIT_CODES,
-    GunicornProcess,
-    ServiceProcess,
-    free_port,
-)
+from clstock_otel_distro.tools.devstack import ServiceProcess, free_port
 from tests.conftest import APP_DIR
+from tests.support.processes import GRACEFUL_EXIT_CODES, GunicornProcess
 
 REQUESTS = 12
 HEALTH_COUNT = "http_server_request_duration_seconds_count"

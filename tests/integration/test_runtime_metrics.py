@@ -11,7 +11,7 @@ import time
 import requests
 
 from clstock_otel_distro.runtime_metrics import DEFAULT_RUNTIME_METRICS
-from clstock_otel_distro.tools.otlp_receiver import ReceivedMetric
+from clstock_otel_distro.tools.otlp_data import ReceivedMetric
 from tests.integration.conftest import otlp_env
 
 HTTP_SERVER_DURATION = "http.server.request.duration"
