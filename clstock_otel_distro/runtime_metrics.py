@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from clstock_otel_distro import config as _config
+from clstock_otel_distro.patches import registry, system_metrics_fork
 
 __all__ = [
     "DEFAULT_RUNTIME_METRICS",
@@ -52,9 +52,6 @@ DEFAULT_RUNTIME_METRICS: Mapping[str, tuple[str, ...] | None] = {
     "cpython.gc.uncollectable_objects": None,
 }
 
-_fork_hook_installed = False
-
-
 def runtime_metrics_config() -> dict[str, list[str] | None]:
     """Our default set, less what ``OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS`` excludes."""
     excluded = _config.env_list(OTEL_PYTHON_SYSTEM_METRICS_EXCLUDED_METRICS)
@@ -72,31 +69,7 @@ def instrument_runtime_metrics(instrumentor_class: type, **kwargs: Any) -> Any:
     """
     config = kwargs.pop("config", None)
     instrumentor = instrumentor_class(config=runtime_metrics_config() if config is None else config)
-    _follow_forks(instrumentor)
+    # A forked worker's metrics must read the worker's own process.
+    registry.install(system_metrics_fork.PATCH)
     instrumentor.instrument(**kwargs)
     return instrumentor
-
-
-def _follow_forks(instrumentor: Any) -> None:
-    """After a fork, read the child's own process, not the parent's.
-
-    The instrumentor binds ``psutil.Process(os.getpid())`` when it is created, so a
-    worker forked from a master that loaded the instrumentations (gunicorn, with or
-    without ``--preload``) would report the master's CPU, memory and threads as its
-    own. The instrumentor is a singleton, so one hook serves every construction.
-    """
-    global _fork_hook_installed
-    if _fork_hook_installed or not hasattr(os, "register_at_fork"):
-        return
-    _fork_hook_installed = True
-
-    def renew() -> None:
-        try:
-            import psutil
-
-            if hasattr(instrumentor, "_proc"):  # private: system-metrics 0.66
-                instrumentor._proc = psutil.Process(os.getpid())
-        except Exception as exc:  # never let a metric break a fork
-            _logger.debug("Runtime metrics could not follow the fork: %s", exc)
-
-    os.register_at_fork(after_in_child=renew)

@@ -13,6 +13,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``resource_hash``: the SDK's ``Resource.__hash__``
 - ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
 - ``uvicorn_signal_capture``: uvicorn's ``Server.capture_signals``
+- ``system_metrics_fork``: the system-metrics instrumentor's ``_proc`` after a fork
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from clstock_otel_distro.patches import (
     fastapi_route_cache,
     otlp_attribute_cache,
     resource_hash,
+    system_metrics_fork,
     uvicorn_gc_freeze,
     uvicorn_signal_capture,
 )
@@ -34,4 +36,5 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     resource_hash.PATCH,
     uvicorn_gc_freeze.PATCH,
     uvicorn_signal_capture.PATCH,
+    system_metrics_fork.PATCH,
 )

@@ -82,6 +82,8 @@ class UpstreamPatch:
     switch: str | None = None
     """The variable that turns the patch off, or None when it is part of a feature."""
     default: bool = True
+    replaces_symbol: bool = True
+    """False for a patch that changes state the symbol names instead of replacing it."""
 
     @property
     def target(self) -> str:

@@ -16,6 +16,7 @@ from clstock_otel_distro.patches import ALL_PATCHES, registry
 from clstock_otel_distro.patches.registry import PatchState, UpstreamPatch
 
 _IDS = [patch.name for patch in ALL_PATCHES]
+_REPLACING = [patch for patch in ALL_PATCHES if patch.replaces_symbol]
 
 
 def _resolve(patch: UpstreamPatch) -> object:
@@ -54,7 +55,7 @@ def test_every_entry_names_its_switch_and_purpose(patch):
         assert config.SWITCHES[patch.switch] is patch.default
 
 
-@pytest.mark.parametrize("patch", ALL_PATCHES, ids=_IDS)
+@pytest.mark.parametrize("patch", _REPLACING, ids=lambda p: p.name)
 def test_install_applies_once_and_uninstall_restores_the_original(patch, clean_registry):
     original = _resolve(patch)
     assert registry.install(patch) is PatchState.ACTIVE
@@ -67,7 +68,7 @@ def test_install_applies_once_and_uninstall_restores_the_original(patch, clean_r
     assert registry.state_of(patch)[0] is PatchState.NOT_INSTALLED
 
 
-@pytest.mark.parametrize("patch", [p for p in ALL_PATCHES if p.switch], ids=lambda p: p.name)
+@pytest.mark.parametrize("patch", [p for p in _REPLACING if p.switch], ids=lambda p: p.name)
 def test_a_patch_switched_off_is_not_applied(patch, monkeypatch, clean_registry):
     monkeypatch.setenv(patch.switch, "false")
     original = _resolve(patch)
@@ -76,7 +77,7 @@ def test_a_patch_switched_off_is_not_applied(patch, monkeypatch, clean_registry)
     assert registry.evaluate(patch) == (PatchState.OFF, f"{patch.switch}=false")
 
 
-@pytest.mark.parametrize("patch", ALL_PATCHES, ids=_IDS)
+@pytest.mark.parametrize("patch", _REPLACING, ids=lambda p: p.name)
 def test_outside_the_verified_range_it_stands_aside_with_one_warning(patch, monkeypatch,
                                                                      caplog, clean_registry):
     monkeypatch.setattr(registry, "installed_version", lambda distribution: "999.0")

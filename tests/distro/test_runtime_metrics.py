@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrument
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from clstock_otel_distro import runtime_metrics
+from clstock_otel_distro.patches import registry, system_metrics_fork
 from clstock_otel_distro.runtime_metrics import (
     DEFAULT_RUNTIME_METRICS,
     instrument_runtime_metrics,
@@ -48,11 +48,12 @@ def telemetry(
 ) -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
     """A private MeterProvider and its reader; the instrumentation is undone afterwards."""
     # No fork hook in this pytest process: the fork test runs in a subprocess.
-    monkeypatch.setattr(runtime_metrics, "_fork_hook_installed", True)
+    monkeypatch.setattr(system_metrics_fork, "_registered", True)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     yield provider, reader
     SystemMetricsInstrumentor().uninstrument()
+    registry.uninstall(system_metrics_fork.PATCH)
     provider.shutdown()
 
 
