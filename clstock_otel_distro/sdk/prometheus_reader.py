@@ -55,7 +55,10 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
     """A Prometheus reader that serves each process, worker or forked child, on its own port."""
 
     def __init__(self) -> None:
-        super().__init__(registry=CollectorRegistry(auto_describe=True))
+        # A registry of its own (not the process-wide default): the page holds only
+        # OpenTelemetry's metrics. Kept here, not read back from upstream's private field.
+        self._metrics_registry = CollectorRegistry(auto_describe=True)
+        super().__init__(registry=self._metrics_registry)
         self._lock = threading.Lock()
         self._server: Any = None
         self._server_pid: int | None = None
@@ -74,7 +77,7 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
         ports = port_range()
         for port in ports:
             try:
-                server, _thread = start_http_server(port, addr=host, registry=self._registry)
+                server, _thread = start_http_server(port, addr=host, registry=self._metrics_registry)
             except OSError:
                 continue  # taken: by another worker, the supervisor, or anything else
             self._server, self._server_pid = server, os.getpid()
