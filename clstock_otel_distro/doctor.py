@@ -722,13 +722,13 @@ def _import_instrumentor(
 def _resolve(root: Any, path: str) -> Any:
     # The instrumentors' own lookups, so that the doctor finds exactly what they patch;
     # imported here, not at the top: `clstock-otel --help` must stay cheap.
-    from clstock_otel_distro.instrumentors._patching import _resolve as resolve
+    from clstock_otel_distro.instrumentors._machinery.patches import resolve
 
     return resolve(root, path)
 
 
 def _class_tree(base: type) -> list[type]:
-    from clstock_otel_distro.instrumentors._patching import _class_tree as class_tree
+    from clstock_otel_distro.instrumentors._machinery.patches import class_tree
 
     return class_tree(base)
 
@@ -966,7 +966,7 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
         OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE,
         OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
     )
-    from clstock_otel_distro.instrumentors._patching import CODE_DETAILS
+    from clstock_otel_distro.instrumentors._machinery.telemetry import CODE_DETAILS
 
     distro = type(selection.distro).__name__
     for name in sorted(n for n in os.environ if n.startswith("OTEL_")):

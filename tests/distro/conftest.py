@@ -15,7 +15,7 @@ import pytest
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
-from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.instrumentors._machinery import patches as patching
 from clstock_otel_distro.patches import fastapi_route_cache as _route_cache
 from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
 from clstock_otel_distro.patches import uvicorn_gc_freeze as _gc_freeze
