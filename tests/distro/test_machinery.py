@@ -26,6 +26,7 @@ from clstock_otel_distro.instrumentors import data_provider, predictor
 from clstock_otel_distro.instrumentors._machinery import (
     ArgumentSlot,
     AttributePatch,
+    CallDetail,
     ClassPatch,
     InstrumentationTelemetry,
     TraceSpec,
@@ -548,6 +549,66 @@ def test_generator_return_value_reaches_yield_from(telemetry, module, patches):
     assert len(telemetry.spans("Producer.calculate_score")) == 1
 
 
+def test_async_generator_forwards_athrow_and_asend(telemetry, module, patches):
+    """A traced async generator passes sent values and thrown exceptions inside, in its span."""
+    seen = []
+
+    class Echo:
+        async def calculate_score(self, start):
+            value = yield start
+            while True:
+                try:
+                    value = yield value * 2
+                except QuoteError:
+                    seen.append(trace.get_current_span())
+                    value = yield "handled"
+
+    _trace_class(telemetry, module, Echo, patches)
+
+    async def run():
+        echo = Echo().calculate_score(1)
+        assert await echo.__anext__() == 1
+        assert await echo.asend(5) == 10
+        assert await echo.athrow(QuoteError()) == "handled"
+        assert await echo.asend(4) == 8
+        await echo.aclose()
+
+    asyncio.run(run())
+    span = telemetry.span("Echo.calculate_score")
+    assert [s.get_span_context().span_id for s in seen] == [span.context.span_id]
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_suppressed_generators_pass_everything_through(telemetry, module, patches):
+    """Suppressed, both generator kinds yield, receive and return as untraced."""
+
+    class Feed:
+        def calculate_score(self, start):
+            value = yield start
+            yield value + 1
+            return "done"
+
+        async def predict(self, start):
+            value = yield start
+            yield value + 1
+
+    _trace_class(telemetry, module, Feed, patches, methods=("calculate_score", "predict"))
+
+    async def consume():
+        feed = Feed().predict(1)
+        return [await feed.__anext__(), await feed.asend(10)]
+
+    with suppress_instrumentation():
+        feed = Feed().calculate_score(1)
+        assert [next(feed), feed.send(10)] == [1, 11]
+        with pytest.raises(StopIteration) as stop:
+            next(feed)
+        assert stop.value.value == "done"
+        assert asyncio.run(consume()) == [1, 11]
+    assert telemetry.spans() == []
+    assert telemetry.points(CLSTOCK_OPERATION_DURATION) == []
+
+
 # -- arguments and attributes ---------------------------------------------------------------
 
 
@@ -761,6 +822,76 @@ def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module,
     with trace.use_span(parent):
         Predictor().calculate_score("7203")
     assert pipeline.span("Predictor.calculate_score").parent.span_id == 0xDEF
+
+
+# -- per-call operations ----------------------------------------------------------------------
+
+
+class _Upper(CallDetail):
+    """A per-call detail that upper-cases the first argument; ``broken`` names what raises."""
+
+    __slots__ = ("broken",)
+    span_name = "fetch upper"
+
+    def __init__(self, broken: str):
+        self.broken = broken
+
+    def attributes(self):
+        if self.broken == "attributes":
+            raise RuntimeError("attributes")
+        return {"hook.stage": "start"}
+
+    def prepare(self, args, kwargs, context):
+        if self.broken == "prepare":
+            raise RuntimeError("prepare")
+        return (args[0].upper(), *args[1:]), kwargs
+
+    def classify(self, value):
+        return "shouted" if value == "ERR" else None
+
+
+def _fetch_with_hook(telemetry, module, patches, broken=""):
+    def fetch(symbol):
+        return symbol
+
+    module.fetch = fetch
+
+    def per_call(target):
+        def describe(instance, args, kwargs):
+            if broken == "describe":
+                raise RuntimeError("describe")
+            return None if args[0] == "skip" else _Upper(broken)
+
+        return describe
+
+    spec = TraceSpec(code_attributes=False, per_call=per_call)
+    patches.append(AttributePatch(module.__name__, "fetch",
+                                  traced(_telemetry_for(telemetry), spec)).install())
+    return module.fetch
+
+
+def test_per_call_detail_names_annotates_and_prepares_the_call(telemetry, module, patches):
+    """The detail names the span, gives its attributes, rewrites the arguments, fails it."""
+    fetch = _fetch_with_hook(telemetry, module, patches)
+    assert fetch("abc") == "ABC"
+    assert fetch("err") == "ERR"
+    assert fetch("skip") == "skip"  # declined: called through, untraced
+    ok, failed = telemetry.spans()
+    assert ok.name == failed.name == "fetch upper"
+    assert dict(ok.attributes) == {"hook.stage": "start"}
+    assert failed.status.status_code is StatusCode.ERROR and failed.status.description is None
+    assert failed.attributes[ERROR_TYPE] == "shouted"
+    assert sorted(count for _, count in telemetry.points(CLSTOCK_OPERATION_DURATION)) == [1, 1]
+
+
+@pytest.mark.parametrize(("broken", "spans"), [("describe", 0), ("attributes", 0),
+                                                ("prepare", 1)])
+def test_a_failing_per_call_hook_never_reaches_the_application(telemetry, module, patches,
+                                                               broken, spans):
+    """A hook that raises leaves the call as the application made it."""
+    fetch = _fetch_with_hook(telemetry, module, patches, broken)
+    assert fetch("abc") == "abc"
+    assert len(telemetry.spans()) == spans
 
 
 # -- lazy patching ------------------------------------------------------------------------------
