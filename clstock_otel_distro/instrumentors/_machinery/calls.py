@@ -49,8 +49,6 @@ from clstock_otel_distro.instrumentors._machinery.values import (
 )
 from clstock_otel_distro.semconv import CLSTOCK_RUNTIME_CLASS, ERROR_TYPE
 
-__all__ = ["MeasuredCall", "Operation", "TracedCall"]
-
 _logger = logging.getLogger(__name__)
 
 _HOOK = "per-call hook"

@@ -30,8 +30,6 @@ from clstock_otel_distro.instrumentors._machinery.specs import (
 )
 from clstock_otel_distro.instrumentors._machinery.telemetry import InstrumentationTelemetry
 
-__all__ = ["driver_for", "traced"]
-
 
 def _function_driver(op: Operation) -> Wrapper:
     def traced_function(
@@ -70,12 +68,13 @@ def _coroutine_driver(op: Operation) -> Wrapper:
 
 
 class _Steps:
-    """The bookkeeping of one traced (async) generator's iteration.
+    """The bookkeeping of one traced (async) generator's iteration, for both drivers.
 
-    It starts the call (not yet current), creates the inner generator, keeps what
-    the consumer sends or throws in for the next step, makes the call current around
-    each step and ends it however the iteration ends. A call of None (suppressed)
-    makes every method a pass-through.
+    It starts the call (not yet current) and creates the inner generator; for each
+    step it makes the call current, resumes the inner generator with what the
+    consumer sent or threw in, and makes the call not current again; it ends the
+    call however the iteration ends. A call of None (suppressed) makes it a plain
+    ``yield from``.
     """
 
     __slots__ = ("call", "inner", "sent", "thrown")
@@ -89,36 +88,64 @@ class _Steps:
         self.sent: Any = None
         self.thrown: BaseException | None = None
 
-    def resume(self, send: Callable[[Any], Any], throw: Callable[[BaseException], Any]) -> Any:
-        """Make the call current and resume the inner generator with what the consumer
-        sent or threw: the next item (for an async generator, the awaitable of it).
-        ``pause()`` must follow, whatever happens."""
+    def _enter(self) -> None:
         if self.call is not None:
             self.call.activate()
-        sent, thrown = self.sent, self.thrown
-        self.sent = self.thrown = None
-        return send(sent) if thrown is None else throw(thrown)
 
-    def pause(self) -> None:
-        """The step is over: the consumer runs outside the call's span."""
+    def _leave(self) -> None:
         if self.call is not None:
             self.call.deactivate()
 
-    def receive(self, sent: Any) -> None:
-        """What the consumer sent with ``send()`` / ``asend()``: for the next step."""
-        self.sent = sent
+    def _take(self) -> tuple[Any, BaseException | None]:
+        sent, thrown = self.sent, self.thrown
+        self.sent = self.thrown = None
+        return sent, thrown
 
-    def receive_thrown(self, exc: BaseException) -> None:
-        """What the consumer threw in with ``throw()`` / ``athrow()``: for the next step."""
+    def next_item(self) -> Any:
+        """The generator's next item (StopIteration at its end), produced in the span."""
+        sent, thrown = self._take()
+        self._enter()
+        try:
+            return self.inner.send(sent) if thrown is None else self.inner.throw(thrown)
+        finally:
+            self._leave()
+
+    async def next_async_item(self) -> Any:
+        """The async generator's next item (StopAsyncIteration at its end), in the span."""
+        sent, thrown = self._take()
+        self._enter()
+        try:
+            if thrown is None:
+                return await self.inner.asend(sent)
+            return await self.inner.athrow(thrown)
+        finally:
+            self._leave()
+
+    def thrown_in(self, exc: BaseException) -> None:
+        """The consumer threw ``exc`` in: forwarded inside at the next step, except the
+        GeneratorExit of ``close()``, which ends the iteration (re-raised)."""
+        if isinstance(exc, GeneratorExit):
+            raise exc
         self.thrown = exc
 
-    def enter_close(self) -> None:
-        """Closed early by the consumer: the inner generator's cleanup runs in the span."""
-        if self.call is not None:
-            self.call.activate()
+    def close(self) -> None:
+        """Closed early by the consumer: the inner generator's cleanup runs in the span,
+        and an early close is a normal end."""
+        self._enter()
+        try:
+            self.inner.close()
+        finally:
+            self._closed()
 
-    def closed(self) -> None:
-        """After the inner generator's close: an early close is a normal end."""
+    async def aclose(self) -> None:
+        """``close()`` for an async generator."""
+        self._enter()
+        try:
+            await self.inner.aclose()
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
         if self.call is not None:
             self.call.deactivate()
             self.call.succeed(None)
@@ -137,28 +164,18 @@ def _generator_driver(op: Operation) -> Wrapper:
         wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict
     ) -> Any:
         steps = _Steps(op, wrapped, instance, args, kwargs)
-        inner = steps.inner
         try:
             while True:
+                item = steps.next_item()
                 try:
-                    item = steps.resume(inner.send, inner.throw)
-                finally:
-                    steps.pause()
-                try:
-                    steps.receive((yield item))
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:  # the consumer's throw(): forwarded inside
-                    steps.receive_thrown(exc)
+                    steps.sent = yield item
+                except BaseException as exc:  # the consumer's throw() or close()
+                    steps.thrown_in(exc)
         except StopIteration as stop:
             steps.returned(stop.value)
             return stop.value
         except GeneratorExit:
-            steps.enter_close()
-            try:
-                inner.close()
-            finally:
-                steps.closed()
+            steps.close()
             raise
         except BaseException as exc:
             steps.failed(exc)
@@ -172,28 +189,17 @@ def _async_generator_driver(op: Operation) -> Wrapper:
         wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict
     ) -> Any:
         steps = _Steps(op, wrapped, instance, args, kwargs)
-        inner = steps.inner
         try:
             while True:
+                item = await steps.next_async_item()
                 try:
-                    item = await steps.resume(inner.asend, inner.athrow)
-                finally:
-                    steps.pause()
-                try:
-                    steps.receive((yield item))
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:  # the consumer's athrow(): forwarded inside
-                    steps.receive_thrown(exc)
+                    steps.sent = yield item
+                except BaseException as exc:  # the consumer's athrow() or aclose()
+                    steps.thrown_in(exc)
         except StopAsyncIteration:
             steps.returned(None)
-            return
         except GeneratorExit:
-            steps.enter_close()
-            try:
-                await inner.aclose()
-            finally:
-                steps.closed()
+            await steps.aclose()
             raise
         except BaseException as exc:
             steps.failed(exc)

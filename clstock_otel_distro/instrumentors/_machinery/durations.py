@@ -26,8 +26,6 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram
 
-__all__ = ["PENDING_LIMIT", "PendingDurations", "pending_durations"]
-
 _logger = logging.getLogger(__name__)
 
 PENDING_LIMIT = 16384

@@ -19,8 +19,6 @@ from clstock_otel_distro.instrumentors._machinery.patches import (
 from clstock_otel_distro.instrumentors._machinery.specs import TraceSpec
 from clstock_otel_distro.instrumentors._machinery.telemetry import clstock_telemetry
 
-__all__ = ["PatchingInstrumentor", "configured_targets", "trace_classes"]
-
 
 class PatchingInstrumentor(BaseInstrumentor):
     """An instrumentor made of lazy patches: ``_install`` returns them, and

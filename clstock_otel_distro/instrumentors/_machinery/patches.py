@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -26,16 +26,6 @@ import wrapt
 
 from clstock_otel_distro.instrumentors._machinery.proxies import TracedFunction, is_traced
 from clstock_otel_distro.instrumentors._machinery.specs import Target, WrapperFactory
-
-__all__ = [
-    "AttributePatch",
-    "ClassPatch",
-    "LazyPatch",
-    "class_tree",
-    "install_all",
-    "resolve",
-    "uninstall_all",
-]
 
 _logger = logging.getLogger(__name__)
 
@@ -101,18 +91,20 @@ class LazyPatch:
             self._restore()
 
     def _on_import(self, module: ModuleType) -> None:
+        self._while_armed(self._apply, module, "%s", self.describe())
+
+    def _while_armed(self, apply: Callable[[Any], None], on: Any, *where: Any) -> None:
         # wrapt cannot unregister a hook: one that fires after uninstall() finds the
         # patch disarmed and does nothing. A patch failure is logged, never raised:
-        # it would otherwise fail the application's import.
+        # it would otherwise fail the application's import or class statement.
         with self._lock:
             if not self._armed:
                 return
             try:
-                self._apply(module)
+                apply(on)
             except Exception:
-                _logger.warning(
-                    "clstock-otel could not instrument %s", self.describe(), exc_info=True
-                )
+                _logger.warning("clstock-otel could not instrument " + where[0], *where[1:],
+                                exc_info=True)
 
     def describe(self) -> str:
         return self.module
@@ -284,18 +276,8 @@ class ClassPatch(LazyPatch):
         self._hooks.append((base, previous, hook))
 
     def _on_subclass(self, cls: type) -> None:
-        with self._lock:
-            if not self._armed:
-                return
-            try:
-                self._patch_methods(cls)
-            except Exception:  # never fail the application's class statement
-                _logger.warning(
-                    "clstock-otel could not instrument subclass %s of %s",
-                    cls.__qualname__,
-                    self.describe(),
-                    exc_info=True,
-                )
+        self._while_armed(self._patch_methods, cls, "subclass %s of %s", cls.__qualname__,
+                          self.describe())
 
     def _restore(self) -> None:
         for base, previous, hook in reversed(self._hooks):

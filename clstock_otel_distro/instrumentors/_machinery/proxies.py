@@ -23,8 +23,6 @@ import wrapt
 
 from clstock_otel_distro.instrumentors._machinery.specs import Wrapper
 
-__all__ = ["TracedFunction", "is_traced"]
-
 
 def _attribute(owner: Any, name: str) -> Any:
     """``owner.name``; a module owner is given by name (modules do not pickle)."""

@@ -25,19 +25,10 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import Span, TraceFlags, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
-__all__ = ["SPAN_KEY", "SUPPRESS_KEY", "SUPPRESS_KEY_PLAIN", "ChildSampling"]
-
 SPAN_KEY = _SPAN_KEY
 SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
 SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
 _SAMPLED = TraceFlags.SAMPLED
-
-
-def _static_decision(sampler: Any, decision: Any) -> bool:
-    """Whether ``sampler`` always decides ``decision`` (ALWAYS_ON / ALWAYS_OFF)."""
-    from opentelemetry.sdk.trace.sampling import StaticSampler
-
-    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is decision
 
 
 def _sampler_of(tracer: Tracer) -> Any:
@@ -47,32 +38,33 @@ def _sampler_of(tracer: Tracer) -> Any:
     return sampler
 
 
-def _drops_unsampled_children(tracer: Tracer) -> bool | None:
-    """Whether ``tracer`` drops every child of a non-sampled parent; None if unknown yet."""
+def _parent_based_decides(tracer: Tracer, delegates: tuple[str, ...], decision: str
+                          ) -> bool | None:
+    """Whether ``tracer``'s sampler is ``ParentBased`` with each of ``delegates`` a static
+    sampler always deciding ``decision``; None while the tracer has no sampler yet."""
     sampler = _sampler_of(tracer)
     if sampler is None:
         return None
     try:
-        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+        from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
     except ImportError:  # pragma: no cover - a sampler without the SDK
         return False
     if not isinstance(sampler, ParentBased):
         return False
-    return all(_static_decision(getattr(sampler, name, None), Decision.DROP)
-               for name in ("_local_parent_not_sampled", "_remote_parent_not_sampled"))
+    wanted = Decision[decision]
+    for name in delegates:
+        delegate = getattr(sampler, name, None)
+        if not (isinstance(delegate, StaticSampler)
+                and getattr(delegate, "_decision", None) is wanted):
+            return False
+    return True
 
 
-def _records_sampled_children(tracer: Tracer) -> bool | None:
-    """Whether ``tracer`` records every child of a sampled local parent; None if unknown."""
-    sampler = _sampler_of(tracer)
-    if sampler is None:
-        return None
-    try:
-        from opentelemetry.sdk.trace.sampling import Decision, ParentBased
-    except ImportError:  # pragma: no cover - a sampler without the SDK
-        return False
-    return isinstance(sampler, ParentBased) and _static_decision(
-        getattr(sampler, "_local_parent_sampled", None), Decision.RECORD_AND_SAMPLE)
+# The default sampler's "parent not sampled" delegates drop: such a child would be a
+# non-recording span. Its "local parent sampled" delegate records: such a child is
+# certain to record.
+_DROPS_UNSAMPLED = (("_local_parent_not_sampled", "_remote_parent_not_sampled"), "DROP")
+_RECORDS_SAMPLED = (("_local_parent_sampled",), "RECORD_AND_SAMPLE")
 
 
 class ChildSampling:
@@ -93,21 +85,17 @@ class ChildSampling:
         """Whether children of a non-sampled parent are dropped."""
         known = self._drops_unsampled
         if known is None:
-            known = _drops_unsampled_children(self.tracer)
-            if known is None:  # no real tracer yet: ask again next time
-                return False
-            self._drops_unsampled = known
-        return known
+            known = self._drops_unsampled = _parent_based_decides(self.tracer,
+                                                                  *_DROPS_UNSAMPLED)
+        return bool(known)  # None (no real tracer yet): asked again next time
 
     def records_sampled_children(self) -> bool:
         """Whether children of a sampled local parent always record."""
         known = self._records_sampled
         if known is None:
-            known = _records_sampled_children(self.tracer)
-            if known is None:  # no real tracer yet: ask again next time
-                return False
-            self._records_sampled = known
-        return known
+            known = self._records_sampled = _parent_based_decides(self.tracer,
+                                                                  *_RECORDS_SAMPLED)
+        return bool(known)
 
     def drops_children_of(self, parent: Span) -> bool:
         """Whether a child of ``parent`` would be dropped: the fast path (remembered)."""

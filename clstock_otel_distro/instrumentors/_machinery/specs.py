@@ -26,20 +26,6 @@ from clstock_otel_distro.semconv import (
     ERROR_TYPE,
 )
 
-__all__ = [
-    "CallDetail",
-    "CallExtractor",
-    "PerCall",
-    "ResultExtractor",
-    "Target",
-    "TraceSpec",
-    "Wrapper",
-    "WrapperFactory",
-    "arg",
-    "class_name",
-    "result",
-]
-
 # (instance, args, kwargs) -> attribute value; (result, instance, args, kwargs) -> value.
 CallExtractor = Callable[[Any, tuple, dict], Any]
 ResultExtractor = Callable[[Any, Any, tuple, dict], Any]

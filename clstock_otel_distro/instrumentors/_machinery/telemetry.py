@@ -40,8 +40,6 @@ from clstock_otel_distro.semconv import (
 )
 from clstock_otel_distro.version import __version__
 
-__all__ = ["CODE_DETAILS", "InstrumentationTelemetry", "clstock_telemetry"]
-
 _logger = logging.getLogger(__name__)
 
 CODE_DETAILS = ("all", "function", "none")

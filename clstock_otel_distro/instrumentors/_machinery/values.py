@@ -17,8 +17,6 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from clstock_otel_distro.semconv import ERROR_TYPE
 
-__all__ = ["attribute_value", "error_type", "record_error", "safe_call", "sized_len"]
-
 _logger = logging.getLogger(__name__)
 
 _PRIMITIVES = (str, bool, int, float)
