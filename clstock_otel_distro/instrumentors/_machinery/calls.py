@@ -123,44 +123,56 @@ class Operation:
         # this is every call's path.
         if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_KEY_PLAIN):
             return None
-        detail = None
-        if self.per_call is not None:
-            detail = safe_call(self.per_call, instance, args, kwargs, what=_HOOK)
-            if detail is None:
-                return None
         sampling = self.sampling
         parent = ctx.get(SPAN_KEY)
-        call: MeasuredCall
-        if parent is not None and (parent is sampling.unsampled_parent
-                                   or sampling.drops_children_of(parent)):
-            call = MeasuredCall(self, instance, args, kwargs)
-            if detail is None:
-                return call
-            context = ctx  # the non-sampled parent's, propagated unchanged
+        call: MeasuredCall | None
+        if self.per_call is not None:
+            call = self._begin_described(ctx, parent, instance, args, kwargs)
+            if call is None:
+                return None
+        elif parent is not None and (parent is sampling.unsampled_parent
+                                     or sampling.drops_children_of(parent)):
+            return MeasuredCall(self, instance, args, kwargs)
         else:
-            if detail is None and sampling.records_child(ctx):
+            if sampling.records_child(ctx):
                 # Certain to record: the call-time attributes go to start_span with the
                 # static ones (one attribute copy instead of two; a sampler sees them).
                 span = self.start_span(ctx, self.name,
                                        self.call_attributes(instance, args, kwargs))
-            elif detail is None:
+            else:
                 span = self.start_span(ctx, self.name, self.static_attributes)
                 if span is not None and span.is_recording():
                     self.annotate_call(span, instance, args, kwargs)
-            else:
-                span = self._start_described(ctx, detail, instance, args, kwargs)
+            if span is None:
+                return None
+            call = TracedCall(self, span, set_span_in_context(span, ctx), instance, args, kwargs)
+        if activate:
+            call.activate()
+        return call
+
+    def _begin_described(self, ctx: Any, parent: Any, instance: Any, args: tuple,
+                         kwargs: dict) -> MeasuredCall | None:
+        """``begin`` for a per-call operation: the same three outcomes, with the span
+        named and annotated by the call's detail, and the arguments it prepares."""
+        detail = safe_call(self.per_call, instance, args, kwargs, what=_HOOK)
+        if detail is None:
+            return None
+        sampling = self.sampling
+        call: MeasuredCall
+        if parent is not None and (parent is sampling.unsampled_parent
+                                   or sampling.drops_children_of(parent)):
+            call, context = MeasuredCall(self, instance, args, kwargs), ctx
+        else:
+            span = self._start_described(ctx, detail, instance, args, kwargs)
             if span is None:
                 return None
             context = set_span_in_context(span, ctx)
             call = TracedCall(self, span, context, instance, args, kwargs)
-        if detail is not None:
-            call.detail = detail
-            try:
-                call.args, call.kwargs = detail.prepare(args, kwargs, context)
-            except Exception:  # the call goes ahead with its own arguments
-                _logger.debug("clstock-otel %s: %s failed", self.name, _HOOK, exc_info=True)
-        if activate:
-            call.activate()
+        call.detail = detail
+        try:  # e.g. inject the context it propagates: the span's, or the parent's
+            call.args, call.kwargs = detail.prepare(args, kwargs, context)
+        except Exception:  # the call goes ahead with its own arguments
+            _logger.debug("clstock-otel %s: %s failed", self.name, _HOOK, exc_info=True)
         return call
 
     def start_span(self, ctx: Any, name: str, attributes: Mapping[str, Any]) -> Span | None:
