@@ -57,7 +57,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from clstock_otel_distro.instrumentors._patching import Target
+from clstock_otel_distro.instrumentors._machinery import Target
 from clstock_otel_distro.instrumentors.data_provider import (
     ClStockDataProviderInstrumentor,
 )

@@ -29,7 +29,7 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
         OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES,
         OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
     )
-    from clstock_otel_distro.instrumentors._patching import CODE_DETAILS
+    from clstock_otel_distro.instrumentors._machinery.telemetry import CODE_DETAILS
 
     distro = type(selection.distro).__name__
     for name in sorted(n for n in os.environ if n.startswith("OTEL_")):

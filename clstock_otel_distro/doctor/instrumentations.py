@@ -156,13 +156,13 @@ def _import_instrumentor(
 def _resolve(root: Any, path: str) -> Any:
     # The instrumentors' own lookups, so that the doctor finds exactly what they patch;
     # imported here, not at the top: `clstock-otel --help` must stay cheap.
-    from clstock_otel_distro.instrumentors._patching import _resolve as resolve
+    from clstock_otel_distro.instrumentors._machinery.patches import resolve
 
     return resolve(root, path)
 
 
 def _class_tree(base: type) -> list[type]:
-    from clstock_otel_distro.instrumentors._patching import _class_tree as class_tree
+    from clstock_otel_distro.instrumentors._machinery.patches import class_tree
 
     return class_tree(base)
 

@@ -18,5 +18,5 @@ entry points; by hand::
     ClStockPredictorInstrumentor().instrument(tracer_provider=provider)
 
 Importing these modules never imports their targets: each patches its target when
-the application imports it (see ``_patching``).
+the application imports it (see ``_machinery``, the shared machinery).
 """

@@ -7,9 +7,10 @@ method as the stable HTTP semantic conventions say (``GET``), with:
 - ``http.request.method`` (``_OTHER`` + ``http.request.method_original`` for
   non-standard methods), ``url.full``, ``server.address``, ``server.port``,
   ``http.response.status_code``;
-- ``url.full`` redacted: credentials become ``REDACTED:REDACTED`` and the values of
-  sensitive query parameters ``REDACTED`` (the semconv list plus session tokens such
-  as Yahoo's ``crumb``: see ``SENSITIVE_QUERY_PARAMETERS``);
+- ``url.full`` redacted as the span processor redacts it (``sdk/redaction.py``):
+  credentials become ``REDACTED:REDACTED`` and the values of sensitive query
+  parameters ``REDACTED`` (the semconv list plus session tokens such as Yahoo's
+  ``crumb``), the rest of the URL left as sent;
 - on a status >= 400, status ERROR and ``error.type`` the status code; on an
   exception, ``error.type`` the exception's class (and the exception event).
 
@@ -23,38 +24,32 @@ headers object is never modified). ``OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS`` (else
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
-from opentelemetry.context import get_current
 from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled
 from opentelemetry.propagate import inject
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
-from opentelemetry.util.http import (
-    ExcludeList,
-    get_excluded_urls,
-    remove_url_credentials,
-    sanitize_method,
-)
+from opentelemetry.trace import SpanKind
+from opentelemetry.util.http import ExcludeList, get_excluded_urls, sanitize_method
 
-from clstock_otel_distro.instrumentors._patching import (
+from clstock_otel_distro.instrumentors._machinery import (
+    ArgumentSlot,
     AttributePatch,
-    MeasuredCall,
-    Operation,
+    CallDetail,
+    InstrumentationTelemetry,
     PatchingInstrumentor,
+    PerCall,
     Target,
-    Telemetry,
-    TracedCall,
     TraceSpec,
-    Wrapper,
-    WrapperFactory,
-    driver_for,
     install_all,
+    result,
+    traced,
 )
 
-# One list of secret query parameters for the whole distro (the span processor's).
-from clstock_otel_distro.sdk.redaction import REDACTED, SENSITIVE_QUERY_PARAMETERS
+# One redaction for the whole distro (the span processor's): one list of secret
+# query parameters, and everything else in the URL left as sent.
+from clstock_otel_distro.sdk.redaction import redact_url
 from clstock_otel_distro.semconv import (
     ERROR_TYPE,
     HTTP_CLIENT_REQUEST_DURATION,
@@ -67,30 +62,12 @@ from clstock_otel_distro.semconv import (
     URL_SCHEME,
 )
 
-__all__ = ["SENSITIVE_QUERY_PARAMETERS", "CurlCffiInstrumentor", "redact_url"]
+__all__ = ["CurlCffiInstrumentor"]
 
 _instruments = ("curl_cffi >= 0.6",)
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-
-
-def redact_url(url: str) -> str:
-    """``url`` without credentials or sensitive query values, as ``url.full`` records it."""
-    url = remove_url_credentials(url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if not parts.query:
-        return url
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if not any(name.lower() in SENSITIVE_QUERY_PARAMETERS for name, _ in pairs):
-        return url  # left exactly as sent
-    query = urlencode(
-        [(name, REDACTED if name.lower() in SENSITIVE_QUERY_PARAMETERS else value)
-         for name, value in pairs])
-    return urlunsplit(parts._replace(query=query))
 
 
 def _with_params(url: str, params: Any) -> str:
@@ -131,12 +108,13 @@ def _with_trace_headers(headers: Any, carrier: Mapping[str, str]) -> Any:
     return merged
 
 
-class _Request:
-    """The parts of one request the span and the metric need."""
+class _Request(CallDetail):
+    """One request as curl_cffi will send it: what its span and its duration record."""
 
-    __slots__ = ("host", "method", "original_method", "port", "scheme", "status", "url")
+    __slots__ = ("headers", "host", "method", "original_method", "port", "scheme", "status",
+                 "url")
 
-    def __init__(self, method: Any, url: str) -> None:
+    def __init__(self, method: Any, url: str, headers: ArgumentSlot) -> None:
         original = str(method or "GET")
         self.method = sanitize_method(original)
         self.original_method = original if self.method != original.upper() else None
@@ -145,10 +123,11 @@ class _Request:
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-        self.status: Any = None
+        self.headers = headers
+        self.status: int | None = None
 
     @property
-    def span_name(self) -> str:
+    def span_name(self) -> str:  # type: ignore[override]
         return "HTTP" if self.method == "_OTHER" else self.method
 
     def attributes(self) -> dict[str, Any]:
@@ -162,99 +141,68 @@ class _Request:
             attributes[SERVER_PORT] = self.port
         return attributes
 
+    def recording_attributes(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {URL_FULL: redact_url(self.url)}
+        if self.original_method:
+            attributes[HTTP_REQUEST_METHOD_ORIGINAL] = self.original_method
+        return attributes
 
-_CLIENT = TraceSpec(kind=SpanKind.CLIENT)
-
-
-class _HttpClientOperation(Operation):
-    """An HTTP client request: CLIENT span, header injection, status-based errors."""
-
-    __slots__ = ("excluded", "headers", "method", "params", "url")
-
-    def __init__(self, telemetry: Telemetry, target: Target, excluded: ExcludeList) -> None:
-        super().__init__(telemetry, target, _CLIENT)
-        self.excluded = excluded
-        self.method, self.url, self.params, self.headers = (
-            target.arg(name) for name in ("method", "url", "params", "headers"))
-        self.classifies = True  # the status code decides success, and the metric needs it
-
-    def describe(self, instance: Any, args: tuple, kwargs: dict) -> _Request:
-        """The request as curl_cffi will send it (session params and base URL applied)."""
-        url = str(self.url.get(args, kwargs))
-        for params in (getattr(instance, "params", None), self.params.get(args, kwargs)):
-            if params:
-                url = _with_params(url, params)
-        base_url = getattr(instance, "base_url", None)
-        if isinstance(base_url, str) and base_url:
-            url = urljoin(base_url, url)
-        return _Request(self.method.get(args, kwargs), url)
-
-    def begin(self, instance: Any, args: tuple, kwargs: dict,
-              activate: bool = True) -> MeasuredCall | None:
-        if not is_http_instrumentation_enabled():
-            return None
-        try:
-            request = self.describe(instance, args, kwargs)
-        except Exception:  # an argument we cannot read: the request is curl_cffi's to fail
-            return None
-        if self.excluded.url_disabled(request.url):
-            return None
-        ctx = get_current()
-        attributes = request.attributes()
-        call: MeasuredCall
-        if self.telemetry.skips_child(ctx):
-            call, propagated = MeasuredCall(self, instance, args, kwargs), ctx
-        else:
-            span = self.start_span(ctx, request.span_name, attributes)
-            if span is None:
-                return None
-            if span.is_recording():
-                span.set_attribute(URL_FULL, redact_url(request.url))
-                if request.original_method:
-                    span.set_attribute(HTTP_REQUEST_METHOD_ORIGINAL, request.original_method)
-            propagated = set_span_in_context(span, ctx)
-            call = TracedCall(self, span, propagated, instance, args, kwargs)
-        call.note = request
+    def prepare(self, args: tuple, kwargs: dict, context: Any) -> tuple[tuple, dict]:
+        """The call's arguments with ``traceparent`` in a copy of its headers."""
         carrier: dict[str, str] = {}
-        inject(carrier, context=propagated)
-        if carrier:
-            headers = _with_trace_headers(self.headers.get(args, kwargs), carrier)
-            call.args, call.kwargs = self.headers.replace(args, kwargs, headers)
-        if activate:
-            call.activate()
-        return call
+        inject(carrier, context=context)
+        if not carrier:
+            return args, kwargs
+        headers = _with_trace_headers(self.headers.get(args, kwargs), carrier)
+        return self.headers.replace(args, kwargs, headers)
 
-    def classify(self, call: MeasuredCall, value: Any) -> str | None:
+    def classify(self, value: Any) -> str | None:
+        """A status >= 400 is a failure, its ``error.type`` the status code."""
         status = getattr(value, "status_code", None)
         if not isinstance(status, int):
             return None
-        call.note.status = status
+        self.status = status
         return str(status) if status >= 400 else None
 
-    def annotate_result(self, call: TracedCall, span: Span, value: Any,
-                        failure: str | None) -> None:
-        status = call.note.status
-        if status is not None:
-            span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
-        if failure is not None:
-            span.set_attribute(ERROR_TYPE, failure)
-            span.set_status(Status(StatusCode.ERROR))
-
-    def record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
-        request: _Request = call.note
-        attributes = request.attributes()
-        if request.status is not None:
-            attributes[HTTP_RESPONSE_STATUS_CODE] = request.status
+    def metric_attributes(self, failure: str | None) -> dict[str, Any]:
+        attributes = self.attributes()
+        if self.status is not None:
+            attributes[HTTP_RESPONSE_STATUS_CODE] = self.status
         if failure is not None:
             attributes[ERROR_TYPE] = failure
-        self.histogram.record(elapsed, attributes)
+        return attributes
 
 
-def _client_requests(telemetry: Telemetry, excluded: ExcludeList) -> WrapperFactory:
-    def build(target: Target) -> Wrapper:
-        return driver_for(target.function)(_HttpClientOperation(telemetry, target, excluded))
+def _requests(excluded: ExcludeList) -> Callable[[Target], PerCall]:
+    """The per-call hook of ``Session.request``: the request, or None not to trace it."""
+
+    def build(target: Target) -> PerCall:
+        method, url, params, headers = (
+            target.arg(name) for name in ("method", "url", "params", "headers"))
+
+        def describe(instance: Any, args: tuple, kwargs: dict) -> _Request | None:
+            if not is_http_instrumentation_enabled():
+                return None
+            # The URL as curl_cffi will send it: session params and base URL applied.
+            full = str(url.get(args, kwargs))
+            for given in (getattr(instance, "params", None), params.get(args, kwargs)):
+                if given:
+                    full = _with_params(full, given)
+            base_url = getattr(instance, "base_url", None)
+            if isinstance(base_url, str) and base_url:
+                full = urljoin(base_url, full)
+            if excluded.url_disabled(full):
+                return None
+            return _Request(method.get(args, kwargs), full, headers)
+
+        return describe
 
     return build
+
+
+def _status_code(response: Any) -> Any:
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 class CurlCffiInstrumentor(PatchingInstrumentor):
@@ -264,10 +212,14 @@ class CurlCffiInstrumentor(PatchingInstrumentor):
         return _instruments
 
     def _install(self, **kwargs: Any) -> list[Any]:
-        telemetry = Telemetry(
+        telemetry = InstrumentationTelemetry(
             __name__, kwargs, histogram=HTTP_CLIENT_REQUEST_DURATION,
             description="Duration of HTTP client requests.")
-        requests = _client_requests(telemetry, get_excluded_urls("CURL_CFFI"))
+        requests = traced(telemetry, TraceSpec(
+            kind=SpanKind.CLIENT,
+            code_attributes=False,
+            result_attributes={HTTP_RESPONSE_STATUS_CODE: result(_status_code)},
+            per_call=_requests(get_excluded_urls("CURL_CFFI"))))
         # Session is defined in curl_cffi.requests.session (re-exported by
         # curl_cffi.requests). Only the base classes are wrapped: a subclass
         # overriding request() (ClStock's YahooReplaySession) calls super().request(),

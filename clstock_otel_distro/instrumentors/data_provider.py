@@ -26,7 +26,7 @@ from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS,
     OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
 )
-from clstock_otel_distro.instrumentors._patching import (
+from clstock_otel_distro.instrumentors._machinery import (
     CallExtractor,
     PatchingInstrumentor,
     Target,

@@ -29,7 +29,7 @@ from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_TRACE_METHODS,
     OTEL_PYTHON_CLSTOCK_TRACE_METHODS,
 )
-from clstock_otel_distro.instrumentors._patching import (
+from clstock_otel_distro.instrumentors._machinery import (
     AttributePatch,
     ClassPatch,
     PatchingInstrumentor,

@@ -34,7 +34,7 @@ from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_PREDICTOR_TARGETS,
     OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS,
 )
-from clstock_otel_distro.instrumentors._patching import (
+from clstock_otel_distro.instrumentors._machinery import (
     PatchingInstrumentor,
     ResultExtractor,
     Target,

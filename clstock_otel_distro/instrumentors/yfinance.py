@@ -30,14 +30,14 @@ from typing import Any
 
 from opentelemetry.context import attach, create_key, detach, get_current, get_value, set_value
 
-from clstock_otel_distro.instrumentors._patching import (
+from clstock_otel_distro.instrumentors._machinery import (
     ArgumentSlot,
     AttributePatch,
     CallExtractor,
+    InstrumentationTelemetry,
     PatchingInstrumentor,
     ResultExtractor,
     Target,
-    Telemetry,
     TraceSpec,
     Wrapper,
     WrapperFactory,
@@ -206,7 +206,7 @@ _DOWNLOAD = TraceSpec(
 )
 
 
-def _download(telemetry: Telemetry) -> WrapperFactory:
+def _download(telemetry: InstrumentationTelemetry) -> WrapperFactory:
     traced_download = traced(telemetry, _DOWNLOAD)
 
     def build(target: Target) -> Wrapper:
@@ -288,7 +288,7 @@ class YFinanceInstrumentor(PatchingInstrumentor):
         return _instruments
 
     def _install(self, **kwargs: Any) -> list[Any]:
-        telemetry = Telemetry(
+        telemetry = InstrumentationTelemetry(
             __name__, kwargs, histogram=YFINANCE_OPERATION_DURATION,
             description="Duration of yfinance operations.", operation_key=YFINANCE_OPERATION_NAME)
         history, info, download = (

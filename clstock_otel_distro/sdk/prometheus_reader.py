@@ -77,7 +77,8 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
         ports = port_range()
         for port in ports:
             try:
-                server, _thread = start_http_server(port, addr=host, registry=self._metrics_registry)
+                server, _thread = start_http_server(port, addr=host,
+                                                    registry=self._metrics_registry)
             except OSError:
                 continue  # taken: by another worker, the supervisor, or anything else
             self._server, self._server_pid = server, os.getpid()

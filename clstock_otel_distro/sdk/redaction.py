@@ -87,19 +87,25 @@ _IN_TEXT = re.compile(
 _SUSPECT = re.compile(r"(?:^|[?&;#])(?:" + _NAMES + r")=|%|@", re.IGNORECASE)
 
 
+# Parameters are separated by "&" or, as many servers also accept, ";": a secret after
+# a ";" (``?q=1;api_key=X``) is a parameter of its own.
+_SEPARATORS = re.compile(r"([&;])")
+
+
 def redact_query(query: str) -> str:
-    """``query`` (``a=1&b=2``) with each sensitive parameter's value replaced by REDACTED."""
+    """``query`` (``a=1&b=2`` or ``a=1;b=2``) with each sensitive parameter's value
+    replaced by REDACTED; separators and everything else kept as they were."""
     if not _SUSPECT.search(query):
         return query
-    parts = query.split("&")
+    parts = _SEPARATORS.split(query)  # parameters at even indexes, separators between
     changed = False
-    for index, part in enumerate(parts):
-        name, sep, value = part.partition("=")
+    for index in range(0, len(parts), 2):
+        name, sep, value = parts[index].partition("=")
         if sep and value != REDACTED and unquote_plus(name).strip().lower() in \
                 SENSITIVE_QUERY_PARAMETERS:
             parts[index] = f"{name}={REDACTED}"
             changed = True
-    return "&".join(parts) if changed else query
+    return "".join(parts) if changed else query
 
 
 def _redact_userinfo(head: str) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
-from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.instrumentors._machinery import patches as patching
 from clstock_otel_distro.patches import registry
 from tests.support.otel_testing import Telemetry
 

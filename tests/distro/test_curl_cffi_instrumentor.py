@@ -21,8 +21,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS
-from clstock_otel_distro.instrumentors._patching import error_type, is_traced
-from clstock_otel_distro.instrumentors.curl_cffi import CurlCffiInstrumentor, redact_url
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
+from clstock_otel_distro.instrumentors._machinery.values import error_type
+from clstock_otel_distro.instrumentors.curl_cffi import CurlCffiInstrumentor
 from clstock_otel_distro.semconv import (
     ERROR_TYPE,
     HTTP_CLIENT_REQUEST_DURATION,
@@ -146,12 +147,13 @@ def test_url_full_is_redacted(telemetry, traced, server, base):
         "/quote?crumb=abc&symbol=7203&Signature=sig&api_key=k&token=t0k3n&lang=en")
 
 
-def test_redact_url_leaves_harmless_urls_alone():
-    """A URL without secrets is returned exactly as given."""
-    url = "https://query1.finance.yahoo.com/v8/finance/chart/7203.T?range=1y&events=div%2Csplit"
-    assert redact_url(url) == url
-    assert redact_url("https://x.test/?CRUMB=a&Key=b") == (
-        "https://x.test/?CRUMB=REDACTED&Key=REDACTED")
+def test_url_full_keeps_harmless_urls_as_sent(telemetry, traced, base):
+    """Redaction (the span processor's) touches only secrets: the rest is byte for byte."""
+    Session().get(f"{base}/v8/finance/chart/7203.T?range=1y&events=div%2Csplit")
+    Session().get(f"{base}/quote?CRUMB=a&Key=b;symbol=7203")
+    assert [span.attributes[URL_FULL] for span in telemetry.spans()] == [
+        f"{base}/v8/finance/chart/7203.T?range=1y&events=div%2Csplit",
+        f"{base}/quote?CRUMB=REDACTED&Key=REDACTED;symbol=7203"]
 
 
 @pytest.mark.parametrize("status", [404, 500])
@@ -209,7 +211,7 @@ def test_async_session_request(telemetry, traced, server, base):
 def test_module_level_functions_and_get_methods(telemetry, traced, base):
     """curl_cffi.requests.get and Session.get reach the wrapped Session.request."""
     # In curl_cffi 0.17 get/post are methods calling self.request (older versions:
-    # partialmethod(request, ...), which the instrumentation rebinds: see test_patching).
+    # partialmethod(request, ...), which the instrumentation rebinds: see test_machinery).
     assert inspect.isfunction(vars(Session)["get"])
     curl_cffi.requests.get(f"{base}/a")
     Session().get(f"{base}/b")

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import data.stock_data as stock_data
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS
-from clstock_otel_distro.instrumentors._patching import is_traced
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
 from clstock_otel_distro.instrumentors.data_provider import ClStockDataProviderInstrumentor
 from clstock_otel_distro.semconv import (
     CLSTOCK_DATA_POINTS,

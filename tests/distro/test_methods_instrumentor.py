@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_TRACE_METHODS
-from clstock_otel_distro.instrumentors._patching import is_traced
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
 from clstock_otel_distro.instrumentors.methods import ClStockMethodsInstrumentor
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS
-from clstock_otel_distro.instrumentors._patching import is_traced
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
 from clstock_otel_distro.instrumentors.predictor import _METHODS, ClStockPredictorInstrumentor
 from clstock_otel_distro.semconv import (
     CLSTOCK_BATCH_FAILED,

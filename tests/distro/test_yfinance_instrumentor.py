@@ -17,7 +17,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from yfinance.base import TickerBase
 
 from clstock_otel_distro.instrumentors import yfinance as yfinance_instrumentation
-from clstock_otel_distro.instrumentors._patching import error_type, is_traced
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
+from clstock_otel_distro.instrumentors._machinery.values import error_type
 from clstock_otel_distro.instrumentors.curl_cffi import CurlCffiInstrumentor
 from clstock_otel_distro.instrumentors.data_provider import ClStockDataProviderInstrumentor
 from clstock_otel_distro.instrumentors.yfinance import YFinanceInstrumentor

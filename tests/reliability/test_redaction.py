@@ -31,6 +31,8 @@ from clstock_otel_distro.sdk.redaction import (
     ("/prices/7203?period=1y&token=t", "/prices/7203?period=1y&token=REDACTED"),
     ("http://h/p?symbol=7203&period=1y", "http://h/p?symbol=7203&period=1y"),
     ("http://h/p?token", "http://h/p?token"),
+    ("http://h/p?q=1;api_key=X", "http://h/p?q=1;api_key=REDACTED"),
+    ("http://h/p?token=a;symbol=7203&key=b", "http://h/p?token=REDACTED;symbol=7203&key=REDACTED"),
     ("http://REDACTED:REDACTED@h/?key=REDACTED", "http://REDACTED:REDACTED@h/?key=REDACTED"),
 ])
 def test_redact_url(url, expected):
@@ -43,6 +45,14 @@ def test_unchanged_values_are_the_same_objects():
     url = "http://h/p?symbol=7203"
     assert redact_url(url) is url
     query = "symbol=7203&period=1y"
+    assert redact_query(query) is query
+
+
+def test_semicolon_separates_query_parameters():
+    """``;`` separates parameters like ``&`` (``?q=1;api_key=X`` leaked its key before)."""
+    assert redact_query("q=1;api_key=X") == "q=1;api_key=REDACTED"
+    assert redact_query("symbol=7203;period=1y&token=t") == "symbol=7203;period=1y&token=REDACTED"
+    query = "symbol=7203;period=1y"
     assert redact_query(query) is query
 
 

@@ -39,7 +39,7 @@ _SCRIPT = textwrap.dedent("""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from clstock_otel_distro.instrumentors._patching import is_traced
+    from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
     from clstock_otel_distro.instrumentors.predictor import ClStockPredictorInstrumentor
 
     exporter = InMemorySpanExporter()

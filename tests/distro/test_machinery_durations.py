@@ -17,7 +17,15 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.instrumentors._machinery import (
+    ClassPatch,
+    InstrumentationTelemetry,
+    TraceSpec,
+    calls,
+    durations,
+    traced,
+)
+from clstock_otel_distro.instrumentors._machinery.patches import uninstall_all
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,
     CLSTOCK_OPERATION_NAME,
@@ -36,7 +44,7 @@ class QuoteError(Exception):
 
 def _trace(kwargs: dict, module: types.ModuleType, patches: list) -> type:
     """A Predictor class in ``module``, its calculate_score traced with ``kwargs``
-    (the patching Telemetry in ``Predictor.telemetry``)."""
+    (its InstrumentationTelemetry in ``Predictor.telemetry``)."""
 
     class Predictor:
         def calculate_score(self, symbol):
@@ -45,10 +53,10 @@ def _trace(kwargs: dict, module: types.ModuleType, patches: list) -> type:
             return 1.0
 
     module.Predictor = Predictor
-    tel = patching.Telemetry("tests.durations", kwargs, histogram=CLSTOCK_OPERATION_DURATION,
+    tel = InstrumentationTelemetry("tests.durations", kwargs, histogram=CLSTOCK_OPERATION_DURATION,
                              operation_key=CLSTOCK_OPERATION_NAME)
-    patch = patching.ClassPatch(module.__name__, "Predictor",
-                                {"calculate_score": patching.traced(tel, patching.TraceSpec())})
+    patch = ClassPatch(module.__name__, "Predictor",
+                                {"calculate_score": traced(tel, TraceSpec())})
     patches.append(patch.install())
     Predictor.telemetry = tel
     return Predictor
@@ -105,7 +113,7 @@ def test_failures_are_recorded_at_once_with_their_error_type(telemetry, module, 
 
 def test_a_full_buffer_records_at_once(telemetry, module, patches, monkeypatch):
     """Past PENDING_LIMIT values, calls are recorded directly: none is lost."""
-    monkeypatch.setattr(patching, "PENDING_LIMIT", 3)
+    monkeypatch.setattr(calls, "PENDING_LIMIT", 3)
     cls = _trace(telemetry.kwargs, module, patches)
     with trace.use_span(_UNSAMPLED):
         for _ in range(10):
@@ -130,10 +138,10 @@ def test_the_environment_variable_turns_deferral_off(telemetry, monkeypatch, val
     """OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS, when no argument says; a bad value
     keeps the default (deferred)."""
     monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS", value)
-    tel = patching.Telemetry("tests.durations", telemetry.kwargs,
+    tel = InstrumentationTelemetry("tests.durations", telemetry.kwargs,
                              histogram=CLSTOCK_OPERATION_DURATION)
     assert (tel.pending is not None) is deferred
-    explicit = patching.Telemetry("tests.durations", {**telemetry.kwargs,
+    explicit = InstrumentationTelemetry("tests.durations", {**telemetry.kwargs,
                                                       "defer_unsampled_durations": True},
                                   histogram=CLSTOCK_OPERATION_DURATION)
     assert explicit.pending is not None
@@ -141,7 +149,7 @@ def test_the_environment_variable_turns_deferral_off(telemetry, monkeypatch, val
 
 def test_no_deferral_for_a_no_op_meter(module, patches):
     """A no-op histogram costs nothing to record into: no buffer is made for it."""
-    tel = patching.Telemetry("tests.durations", {"meter_provider": NoOpMeterProvider()},
+    tel = InstrumentationTelemetry("tests.durations", {"meter_provider": NoOpMeterProvider()},
                              histogram=CLSTOCK_OPERATION_DURATION)
     assert tel.pending is None
 
@@ -154,7 +162,7 @@ def test_instrumenting_again_shares_the_buffer_and_its_collection(module, patche
     first = _trace(kwargs, module, patches)
     with trace.use_span(_UNSAMPLED):
         first().calculate_score("7203")
-    patching.uninstall_all(patches)
+    uninstall_all(patches)
     patches.clear()
     second = _trace(kwargs, module, patches)
     with trace.use_span(_UNSAMPLED):
@@ -198,5 +206,5 @@ def test_a_forked_child_forgets_its_parents_pending_values(telemetry, module, pa
     predictor = _trace(telemetry.kwargs, module, patches)()
     with trace.use_span(_UNSAMPLED):
         predictor.calculate_score("7203")
-    patching._forget_pending_in_child()
+    durations._forget_pending_in_child()
     assert _points(telemetry.reader) == []

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.instrumentors import _machinery as machinery
+from clstock_otel_distro.instrumentors._machinery import (
+    ClassPatch,
+    InstrumentationTelemetry,
+    TraceSpec,
+    traced,
+)
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,
     CODE_FILE_PATH,
@@ -25,10 +31,10 @@ def _code_keys(pipeline: Telemetry, module: types.ModuleType, patches: list,
             return 1.0
 
     module.Predictor = Predictor
-    tel = patching.Telemetry("tests.code", {**pipeline.kwargs, **options},
+    tel = InstrumentationTelemetry("tests.code", {**pipeline.kwargs, **options},
                              histogram=CLSTOCK_OPERATION_DURATION)
-    patch = patching.ClassPatch(module.__name__, "Predictor",
-                                {"calculate_score": patching.traced(tel, patching.TraceSpec())})
+    patch = ClassPatch(module.__name__, "Predictor",
+                                {"calculate_score": traced(tel, TraceSpec())})
     patches.append(patch.install())
     Predictor().calculate_score("7203")
     attributes = pipeline.span("Predictor.calculate_score").attributes
@@ -51,7 +57,7 @@ def test_fewer_code_attributes_on_request(telemetry, module, patches, detail, ex
 def test_an_unknown_code_attributes_value_warns_and_keeps_all(telemetry, module, patches,
                                                               caplog):
     """A bad value logs one warning naming it and falls back to all three."""
-    with caplog.at_level(logging.WARNING, logger=patching.__name__):
+    with caplog.at_level(logging.WARNING, logger=machinery.__name__):
         keys = _code_keys(telemetry, module, patches, code_attributes="some")
     assert keys == {CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER}
     assert [r.getMessage() for r in caplog.records if "code_attributes" in r.getMessage()] == [
@@ -82,7 +88,7 @@ def test_a_bad_environment_value_warns_once_and_keeps_all(telemetry, module, pat
     monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES", "lines")
     with caplog.at_level(logging.WARNING):
         keys = _code_keys(telemetry, module, patches)
-        patching.Telemetry("tests.code.other", telemetry.kwargs,
+        InstrumentationTelemetry("tests.code.other", telemetry.kwargs,
                            histogram=CLSTOCK_OPERATION_DURATION)
     assert keys == {CODE_FUNCTION_NAME, CODE_FILE_PATH, CODE_LINE_NUMBER}
     assert [r.getMessage() for r in caplog.records

@@ -1,4 +1,4 @@
-"""The shared patching machinery: lazy, subclass-aware wrapping and the traced call."""
+"""The instrumentors' shared machinery: lazy, subclass-aware wrapping and the traced call."""
 
 from __future__ import annotations
 
@@ -21,8 +21,26 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
-from clstock_otel_distro.instrumentors import _patching as patching
+from clstock_otel_distro.instrumentors import _machinery as machinery
 from clstock_otel_distro.instrumentors import data_provider, predictor
+from clstock_otel_distro.instrumentors._machinery import (
+    ArgumentSlot,
+    AttributePatch,
+    CallDetail,
+    ClassPatch,
+    InstrumentationTelemetry,
+    TraceSpec,
+    arg,
+    traced,
+)
+from clstock_otel_distro.instrumentors._machinery.patches import uninstall_all
+from clstock_otel_distro.instrumentors._machinery.proxies import is_traced
+from clstock_otel_distro.instrumentors._machinery.values import (
+    attribute_value,
+    error_type,
+    record_error,
+    sized_len,
+)
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,
     CLSTOCK_OPERATION_NAME,
@@ -55,21 +73,21 @@ def rank_symbols(symbols):
     return sorted(symbols)
 
 
-def _telemetry_for(pipeline: Telemetry) -> patching.Telemetry:
-    return patching.Telemetry("tests.patching", pipeline.kwargs,
+def _telemetry_for(pipeline: Telemetry) -> InstrumentationTelemetry:
+    return InstrumentationTelemetry("tests.patching", pipeline.kwargs,
                               histogram=CLSTOCK_OPERATION_DURATION,
                               operation_key=CLSTOCK_OPERATION_NAME)
 
 
 def _trace_class(pipeline: Telemetry, module: types.ModuleType, cls: type, patches: list,
-                 specs: dict[str, patching.TraceSpec] | None = None,
-                 methods: tuple[str, ...] = ("calculate_score",)) -> patching.ClassPatch:
+                 specs: dict[str, TraceSpec] | None = None,
+                 methods: tuple[str, ...] = ("calculate_score",)) -> ClassPatch:
     """Put ``cls`` in ``module`` and trace its methods (and its subclasses')."""
     setattr(module, cls.__name__, cls)
     tel = _telemetry_for(pipeline)
-    specs = specs or {name: patching.TraceSpec() for name in methods}
-    patch = patching.ClassPatch(module.__name__, cls.__name__,
-                                {name: patching.traced(tel, spec) for name, spec in specs.items()})
+    specs = specs or {name: TraceSpec() for name in methods}
+    patch = ClassPatch(module.__name__, cls.__name__,
+                                {name: traced(tel, spec) for name, spec in specs.items()})
     patches.append(patch.install())
     return patch
 
@@ -90,7 +108,7 @@ def test_traced_method_keeps_result_signature_and_metadata(telemetry, module, pa
     _trace_class(telemetry, module, Predictor, patches)
 
     wrapped = vars(Predictor)["calculate_score"]
-    assert patching.is_traced(wrapped) and wrapped.__wrapped__ is original
+    assert is_traced(wrapped) and wrapped.__wrapped__ is original
     assert Predictor.calculate_score.__name__ == "calculate_score"
     assert Predictor.calculate_score.__doc__ == "Score a symbol."
     assert inspect.signature(Predictor().calculate_score) == inspect.signature(
@@ -139,18 +157,18 @@ def test_exception_propagates_unchanged_and_marks_span(telemetry, module, patche
     span = telemetry.span("Predictor.calculate_score")
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "QuoteError: no quote for 7203"
-    assert span.attributes[ERROR_TYPE] == "tests.distro.test_patching.QuoteError"
+    assert span.attributes[ERROR_TYPE] == "tests.distro.test_machinery.QuoteError"
     assert [event.name for event in span.events] == ["exception"]
     assert telemetry.points(CLSTOCK_OPERATION_DURATION) == [
         ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score",
-          ERROR_TYPE: "tests.distro.test_patching.QuoteError"}, 1)]
+          ERROR_TYPE: "tests.distro.test_machinery.QuoteError"}, 1)]
 
 
 def test_error_type_of_builtin_and_module_exceptions():
     """error.type is the class name for builtins, module-qualified otherwise."""
-    assert patching.error_type(ValueError("x")) == "ValueError"
-    assert patching.error_type(QuoteError()) == "tests.distro.test_patching.QuoteError"
-    assert patching.error_type(asyncio.TimeoutError()) == "TimeoutError"
+    assert error_type(ValueError("x")) == "ValueError"
+    assert error_type(QuoteError()) == "tests.distro.test_machinery.QuoteError"
+    assert error_type(asyncio.TimeoutError()) == "TimeoutError"
 
 
 def test_record_error_survives_an_exception_whose_str_raises(telemetry):
@@ -161,7 +179,7 @@ def test_record_error_survives_an_exception_whose_str_raises(telemetry):
             raise RuntimeError("no str")
 
     with telemetry.tracer().start_as_current_span("op") as span:
-        patching.record_error(span, Unprintable())
+        record_error(span, Unprintable())
     recorded = telemetry.span("op")
     assert recorded.status.status_code is StatusCode.ERROR
     assert recorded.status.description == "Unprintable"
@@ -198,7 +216,7 @@ def test_subclass_defined_after_instrumentation_is_traced(telemetry, module, pat
         def calculate_score(self, symbol):
             return 2.0
 
-    assert patching.is_traced(vars(LatePredictor)["calculate_score"])
+    assert is_traced(vars(LatePredictor)["calculate_score"])
     assert LatePredictor().calculate_score("7203") == 2.0
     assert telemetry.names() == ["LatePredictor.calculate_score"]
 
@@ -277,7 +295,7 @@ def test_uninstall_restores_original_objects_everywhere(telemetry, module, patch
         def calculate_score(self, symbol):
             return 4.0
 
-    assert not patching.is_traced(vars(AfterPredictor)["calculate_score"])
+    assert not is_traced(vars(AfterPredictor)["calculate_score"])
     LatePredictor().calculate_score("7203")
     assert telemetry.spans() == []
 
@@ -302,7 +320,7 @@ def test_init_subclass_hook_chains_to_the_class_own_hook(telemetry, module, patc
             return 2.0
 
     assert seen == [("SpicyPredictor", "spicy")]
-    assert patching.is_traced(vars(SpicyPredictor)["calculate_score"])
+    assert is_traced(vars(SpicyPredictor)["calculate_score"])
     patch.uninstall()
     assert vars(Predictor)["__init_subclass__"] is own_hook
 
@@ -327,7 +345,7 @@ def test_init_subclass_hook_chains_to_an_inherited_hook(telemetry, module, patch
             return 2.0
 
     assert seen == ["Predictor", "LatePredictor"]
-    assert patching.is_traced(vars(LatePredictor)["calculate_score"])
+    assert is_traced(vars(LatePredictor)["calculate_score"])
 
 
 def test_installing_twice_does_not_double_wrap(telemetry, module, patches):
@@ -346,7 +364,7 @@ def test_installing_twice_does_not_double_wrap(telemetry, module, patches):
         def calculate_score(self, symbol):
             return 2.0
 
-    assert not patching.is_traced(vars(LatePredictor)["calculate_score"].__wrapped__)
+    assert not is_traced(vars(LatePredictor)["calculate_score"].__wrapped__)
     LatePredictor().calculate_score("7203")
     Predictor().calculate_score("7203")
     assert sorted(telemetry.names()) == ["LatePredictor.calculate_score",
@@ -365,7 +383,7 @@ def test_static_and_class_methods_are_traced(telemetry, module, patches):
         def create(cls, symbol):
             return cls, symbol
 
-    spec = patching.TraceSpec(attributes={CLSTOCK_SYMBOL: patching.arg("symbol")})
+    spec = TraceSpec(attributes={CLSTOCK_SYMBOL: arg("symbol")})
     _trace_class(telemetry, module, Predictor, patches,
                  specs={"normalise": spec, "create": spec})
 
@@ -378,11 +396,11 @@ def test_static_and_class_methods_are_traced(telemetry, module, patches):
 def test_traced_functions_pickle_and_copy_like_plain_ones(telemetry, patches):
     """Bound methods and functions still pickle (process pools) and copy when traced."""
     tel = _telemetry_for(telemetry)
-    spec = patching.traced(tel, patching.TraceSpec())
-    patches.append(patching.ClassPatch(__name__, "PicklablePredictor",
+    spec = traced(tel, TraceSpec())
+    patches.append(ClassPatch(__name__, "PicklablePredictor",
                                        {"calculate_score": spec}).install())
-    patches.append(patching.AttributePatch(__name__, "rank_symbols", spec).install())
-    assert patching.is_traced(vars(PicklablePredictor)["calculate_score"])
+    patches.append(AttributePatch(__name__, "rank_symbols", spec).install())
+    assert is_traced(vars(PicklablePredictor)["calculate_score"])
 
     method = pickle.loads(pickle.dumps(PicklablePredictor(1.5).calculate_score))
     assert method("7203") == 5.5
@@ -531,18 +549,77 @@ def test_generator_return_value_reaches_yield_from(telemetry, module, patches):
     assert len(telemetry.spans("Producer.calculate_score")) == 1
 
 
+def test_async_generator_forwards_athrow_and_asend(telemetry, module, patches):
+    """A traced async generator passes sent values and thrown exceptions inside, in its span."""
+    seen = []
+
+    class Echo:
+        async def calculate_score(self, start):
+            value = yield start
+            while True:
+                try:
+                    value = yield value * 2
+                except QuoteError:
+                    seen.append(trace.get_current_span())
+                    value = yield "handled"
+
+    _trace_class(telemetry, module, Echo, patches)
+
+    async def run():
+        echo = Echo().calculate_score(1)
+        assert await echo.__anext__() == 1
+        assert await echo.asend(5) == 10
+        assert await echo.athrow(QuoteError()) == "handled"
+        assert await echo.asend(4) == 8
+        await echo.aclose()
+
+    asyncio.run(run())
+    span = telemetry.span("Echo.calculate_score")
+    assert [s.get_span_context().span_id for s in seen] == [span.context.span_id]
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_suppressed_generators_pass_everything_through(telemetry, module, patches):
+    """Suppressed, both generator kinds yield, receive and return as untraced."""
+
+    class Feed:
+        def calculate_score(self, start):
+            value = yield start
+            yield value + 1
+            return "done"
+
+        async def predict(self, start):
+            value = yield start
+            yield value + 1
+
+    _trace_class(telemetry, module, Feed, patches, methods=("calculate_score", "predict"))
+
+    async def consume():
+        feed = Feed().predict(1)
+        return [await feed.__anext__(), await feed.asend(10)]
+
+    with suppress_instrumentation():
+        feed = Feed().calculate_score(1)
+        assert [next(feed), feed.send(10)] == [1, 11]
+        with pytest.raises(StopIteration) as stop:
+            next(feed)
+        assert stop.value.value == "done"
+        assert asyncio.run(consume()) == [1, 11]
+    assert telemetry.spans() == []
+    assert telemetry.points(CLSTOCK_OPERATION_DURATION) == []
+
+
 # -- arguments and attributes ---------------------------------------------------------------
 
 
-def test_arg_getter_reads_positional_keyword_and_default():
-    """One accessor finds an argument however it was passed, default applied."""
+def test_argument_slot_reads_positional_keyword_and_default():
+    """One slot finds an argument however it was passed, default applied."""
 
     def get_stock_data(self, symbol, period="1y", *, interval="1d", **extra):
         return None
 
-    period = patching.arg_getter(get_stock_data, "period", skip_first=True)
-    interval = patching.arg_getter(get_stock_data, "interval", skip_first=True)
-    other = patching.arg_getter(get_stock_data, "proxy", skip_first=True)
+    period, interval, other = (ArgumentSlot(get_stock_data, name, skip_first=True).get
+                               for name in ("period", "interval", "proxy"))
     assert period(("7203", "6mo"), {}) == "6mo"
     assert period(("7203",), {"period": "2y"}) == "2y"
     assert period(("7203",), {}) == "1y"
@@ -557,7 +634,7 @@ def test_argument_slot_replace_leaves_the_call_untouched():
     def request(self, method, url, headers=None):
         return None
 
-    slot = patching.ArgumentSlot(request, "headers", skip_first=True)
+    slot = ArgumentSlot(request, "headers", skip_first=True)
     args, kwargs = ("GET", "http://x", {"a": "1"}), {}
     new_args, _ = slot.replace(args, kwargs, {"b": "2"})
     assert new_args == ("GET", "http://x", {"b": "2"}) and args[2] == {"a": "1"}
@@ -568,13 +645,13 @@ def test_argument_slot_replace_leaves_the_call_untouched():
 
 def test_attribute_value_keeps_valid_types_and_drops_others():
     """Attribute values are primitives or homogeneous lists; other objects are left out."""
-    assert patching.attribute_value("7203") == "7203"
-    assert patching.attribute_value(("a", "b")) == ["a", "b"]
-    assert patching.attribute_value([1, 2.5]) == [1, 2.5]
-    assert patching.attribute_value(object()) is None
-    assert patching.attribute_value(["a", 1]) is None
-    assert patching.sized_len(iter([1, 2])) is None
-    assert patching.sized_len([1, 2]) == 2
+    assert attribute_value("7203") == "7203"
+    assert attribute_value(("a", "b")) == ["a", "b"]
+    assert attribute_value([1, 2.5]) == [1, 2.5]
+    assert attribute_value(object()) is None
+    assert attribute_value(["a", 1]) is None
+    assert sized_len(iter([1, 2])) is None
+    assert sized_len([1, 2]) == 2
 
 
 class _Hostile:
@@ -666,7 +743,7 @@ def test_extractors_never_raise_into_the_application(telemetry, module, patches)
 # -- sampling and suppression ----------------------------------------------------------------
 
 
-def _counting_spec(calls: list) -> patching.TraceSpec:
+def _counting_spec(calls: list) -> TraceSpec:
     def counting(target):
         def extract(*args):
             calls.append(target.name)
@@ -674,7 +751,7 @@ def _counting_spec(calls: list) -> patching.TraceSpec:
 
         return extract
 
-    return patching.TraceSpec(attributes={CLSTOCK_SYMBOL: counting},
+    return TraceSpec(attributes={CLSTOCK_SYMBOL: counting},
                               result_attributes={"clstock.score": counting})
 
 
@@ -747,6 +824,76 @@ def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module,
     assert pipeline.span("Predictor.calculate_score").parent.span_id == 0xDEF
 
 
+# -- per-call operations ----------------------------------------------------------------------
+
+
+class _Upper(CallDetail):
+    """A per-call detail that upper-cases the first argument; ``broken`` names what raises."""
+
+    __slots__ = ("broken",)
+    span_name = "fetch upper"
+
+    def __init__(self, broken: str):
+        self.broken = broken
+
+    def attributes(self):
+        if self.broken == "attributes":
+            raise RuntimeError("attributes")
+        return {"hook.stage": "start"}
+
+    def prepare(self, args, kwargs, context):
+        if self.broken == "prepare":
+            raise RuntimeError("prepare")
+        return (args[0].upper(), *args[1:]), kwargs
+
+    def classify(self, value):
+        return "shouted" if value == "ERR" else None
+
+
+def _fetch_with_hook(telemetry, module, patches, broken=""):
+    def fetch(symbol):
+        return symbol
+
+    module.fetch = fetch
+
+    def per_call(target):
+        def describe(instance, args, kwargs):
+            if broken == "describe":
+                raise RuntimeError("describe")
+            return None if args[0] == "skip" else _Upper(broken)
+
+        return describe
+
+    spec = TraceSpec(code_attributes=False, per_call=per_call)
+    patches.append(AttributePatch(module.__name__, "fetch",
+                                  traced(_telemetry_for(telemetry), spec)).install())
+    return module.fetch
+
+
+def test_per_call_detail_names_annotates_and_prepares_the_call(telemetry, module, patches):
+    """The detail names the span, gives its attributes, rewrites the arguments, fails it."""
+    fetch = _fetch_with_hook(telemetry, module, patches)
+    assert fetch("abc") == "ABC"
+    assert fetch("err") == "ERR"
+    assert fetch("skip") == "skip"  # declined: called through, untraced
+    ok, failed = telemetry.spans()
+    assert ok.name == failed.name == "fetch upper"
+    assert dict(ok.attributes) == {"hook.stage": "start"}
+    assert failed.status.status_code is StatusCode.ERROR and failed.status.description is None
+    assert failed.attributes[ERROR_TYPE] == "shouted"
+    assert sorted(count for _, count in telemetry.points(CLSTOCK_OPERATION_DURATION)) == [1, 1]
+
+
+@pytest.mark.parametrize(("broken", "spans"), [("describe", 0), ("attributes", 0),
+                                                ("prepare", 1)])
+def test_a_failing_per_call_hook_never_reaches_the_application(telemetry, module, patches,
+                                                               broken, spans):
+    """A hook that raises leaves the call as the application made it."""
+    fetch = _fetch_with_hook(telemetry, module, patches, broken)
+    assert fetch("abc") == "abc"
+    assert len(telemetry.spans()) == spans
+
+
 # -- lazy patching ------------------------------------------------------------------------------
 
 
@@ -758,13 +905,13 @@ def test_patch_waits_for_the_module_to_be_imported(telemetry, tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, name, raising=False)
     tel = _telemetry_for(telemetry)
-    patch = patching.ClassPatch(name, "Predictor",
-                                {"calculate_score": patching.traced(tel, patching.TraceSpec())})
+    patch = ClassPatch(name, "Predictor",
+                                {"calculate_score": traced(tel, TraceSpec())})
     patches.append(patch.install())
     assert name not in sys.modules
 
     app = __import__(name)
-    assert patching.is_traced(vars(app.Predictor)["calculate_score"])
+    assert is_traced(vars(app.Predictor)["calculate_score"])
     app.Predictor().calculate_score("7203")
     assert telemetry.names() == ["Predictor.calculate_score"]
 
@@ -776,23 +923,23 @@ def test_uninstalled_patch_does_not_fire_on_a_later_import(telemetry, tmp_path, 
         "class Predictor:\n    def calculate_score(self, symbol):\n        return 1.0\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     tel = _telemetry_for(telemetry)
-    patch = patching.ClassPatch(name, "Predictor",
-                                {"calculate_score": patching.traced(tel, patching.TraceSpec())})
+    patch = ClassPatch(name, "Predictor",
+                                {"calculate_score": traced(tel, TraceSpec())})
     patch.install()
     patch.uninstall()  # never imported: nothing to restore, and no error
     app = __import__(name)
     monkeypatch.delitem(sys.modules, name)
-    assert not patching.is_traced(vars(app.Predictor)["calculate_score"])
+    assert not is_traced(vars(app.Predictor)["calculate_score"])
     assert "__init_subclass__" not in vars(app.Predictor)
 
 
 def test_missing_class_logs_one_line(telemetry, module, patches, caplog):
     """A target class absent from its imported module is logged once, at the given level."""
     tel = _telemetry_for(telemetry)
-    patch = patching.ClassPatch(module.__name__, "Nowhere",
-                                {"calculate_score": patching.traced(tel, patching.TraceSpec())},
+    patch = ClassPatch(module.__name__, "Nowhere",
+                                {"calculate_score": traced(tel, TraceSpec())},
                                 missing_level=logging.WARNING)
-    with caplog.at_level(logging.DEBUG, logger=patching.__name__):
+    with caplog.at_level(logging.DEBUG, logger=machinery.__name__):
         patches.append(patch.install())
     assert [r.getMessage() for r in caplog.records] == [
         f"clstock-otel: {module.__name__} has no class Nowhere; not traced"]
@@ -810,8 +957,8 @@ def test_a_failing_patch_is_logged_not_raised(telemetry, module, patches, caplog
     def broken(target):
         raise RuntimeError("bad wrapper")
 
-    with caplog.at_level(logging.WARNING, logger=patching.__name__):
-        patches.append(patching.ClassPatch(module.__name__, "Predictor",
+    with caplog.at_level(logging.WARNING, logger=machinery.__name__):
+        patches.append(ClassPatch(module.__name__, "Predictor",
                                            {"calculate_score": broken}).install())
     assert "could not instrument" in caplog.text
     assert Predictor().calculate_score("7203") == 1.0
@@ -829,8 +976,8 @@ def test_partialmethods_of_the_wrapped_method_are_rebound(telemetry, module, pat
     module.Session = Session
     original_get = vars(Session)["get"]
     tel = _telemetry_for(telemetry)
-    patch = patching.AttributePatch(module.__name__, "Session.request",
-                                    patching.traced(tel, patching.TraceSpec()),
+    patch = AttributePatch(module.__name__, "Session.request",
+                                    traced(tel, TraceSpec()),
                                     rebind_partialmethods=True)
     patches.append(patch.install())
 
@@ -851,15 +998,15 @@ def test_an_alias_of_a_wrapped_function_is_restored_too(telemetry, module, patch
     sys.modules[alias.__name__] = alias
     try:
         tel = _telemetry_for(telemetry)
-        wrapper = patching.traced(tel, patching.TraceSpec(name="download"))
-        patches.append(patching.AttributePatch(module.__name__, "download", wrapper,
+        wrapper = traced(tel, TraceSpec(name="download"))
+        patches.append(AttributePatch(module.__name__, "download", wrapper,
                                                group=tel).install())
         alias.download = module.download  # what ``from .multi import download`` does
-        patches.append(patching.AttributePatch(alias.__name__, "download", wrapper,
+        patches.append(AttributePatch(alias.__name__, "download", wrapper,
                                                group=tel).install())
         alias.download("7203.T")
         assert telemetry.names() == ["download"]
-        patching.uninstall_all(patches)
+        uninstall_all(patches)
         assert module.download is download and alias.download is download
     finally:
         del sys.modules[alias.__name__]

@@ -1,0 +1,392 @@
+"""One traced call: prepared once per target (:class:`Operation`), carried per call.
+
+:meth:`Operation.begin` decides, for each call, one of three outcomes:
+
+- ``None``: call straight through (instrumentation suppressed, or the ``per_call``
+  hook declined the call, e.g. an excluded URL);
+- a :class:`MeasuredCall`: the fast path under a non-sampled parent whose sampler
+  drops such children (sampling.py): no span, only the duration;
+- a :class:`TracedCall`: a span started with its attributes (computed only if it
+  records), made current (``activate``) while the target runs.
+
+The driver then ends it with ``succeed(value)`` or ``fail(exc)``: result attributes,
+hidden failures, the exception, the span's end, and the duration
+(durations.py defers a non-sampled one). Nothing here raises into the application:
+extractors and hooks are guarded one by one. The hot path (``begin``, ``succeed``)
+is judged by ``bench/per_call.py``; it does not bind arguments (arguments.py did that
+once) nor compute anything a non-recording span does not need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+
+from opentelemetry.context import attach, detach, get_current
+from opentelemetry.metrics import NoOpHistogram
+from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
+
+from clstock_otel_distro.instrumentors._machinery.durations import PENDING_LIMIT
+from clstock_otel_distro.instrumentors._machinery.sampling import (
+    SPAN_KEY,
+    SUPPRESS_KEY,
+    SUPPRESS_KEY_PLAIN,
+)
+from clstock_otel_distro.instrumentors._machinery.specs import (
+    CallDetail,
+    Target,
+    TraceSpec,
+    class_name,
+)
+from clstock_otel_distro.instrumentors._machinery.telemetry import InstrumentationTelemetry
+from clstock_otel_distro.instrumentors._machinery.values import (
+    attribute_value,
+    error_type,
+    record_error,
+    safe_call,
+)
+from clstock_otel_distro.semconv import CLSTOCK_RUNTIME_CLASS, ERROR_TYPE
+
+_logger = logging.getLogger(__name__)
+
+_HOOK = "per-call hook"
+
+
+class Operation:
+    """Everything about one traced callable that is known before it is called."""
+
+    __slots__ = (
+        "_metric_errors",
+        "_metric_ok",
+        "_pending",
+        "_records",
+        "call_extractors",
+        "classifies",
+        "histogram",
+        "kind",
+        "name",
+        "on_failure",
+        "per_call",
+        "result_error",
+        "result_error_type",
+        "result_events",
+        "result_extractors",
+        "runtime_owner",
+        "sampling",
+        "static_attributes",
+        "tracer",
+    )
+
+    def __init__(self, telemetry: InstrumentationTelemetry, target: Target,
+                 spec: TraceSpec) -> None:
+        self.tracer = telemetry.tracer
+        self.sampling = telemetry.sampling
+        self.histogram = telemetry.histogram
+        self.name = spec.name or target.span_name
+        self.kind = spec.kind
+        self.static_attributes = (
+            target.code_attributes(telemetry.code_detail) if spec.code_attributes else {})
+        self.runtime_owner = target.owner if target.track_runtime_class else None
+        self.call_extractors = tuple((key, build(target)) for key, build in spec.attributes.items())
+        self.result_extractors = tuple(
+            (key, build(target)) for key, build in spec.result_attributes.items()
+        )
+        self.result_events = tuple(
+            (event, build(target)) for event, build in spec.result_events.items()
+        )
+        self.result_error = spec.result_error(target) if spec.result_error else None
+        self.result_error_type = spec.result_error_type
+        self.on_failure = spec.on_failure
+        self.per_call = spec.per_call(target) if spec.per_call else None
+        # Whether a result is looked at before the call ends (a per-call detail may
+        # fail it: an HTTP status, which its duration's attributes also need).
+        self.classifies = self.result_error is not None or self.per_call is not None
+        key = telemetry.operation_key
+        self._metric_ok: dict[str, Any] = {key: self.name} if key else {}
+        self._metric_errors: dict[str, dict[str, Any]] = {}
+        pending = telemetry.pending
+        self._pending = (pending.slot(self._metric_ok)
+                         if pending is not None and self.per_call is None else None)
+        # Recording into the API's no-op histogram (no MeterProvider) is skipped.
+        self._records = not isinstance(self.histogram, NoOpHistogram)
+
+    # -- start -------------------------------------------------------------------------
+
+    def begin(self, instance: Any, args: tuple, kwargs: dict,
+              activate: bool = True) -> MeasuredCall | None:
+        """Start one call: a traced call, a measured-only call (fast path), or None
+        ("just call through")."""
+        ctx = get_current()
+        # Suppression and the fast path read the context by key (sampling.py), inline:
+        # this is every call's path.
+        if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_KEY_PLAIN):
+            return None
+        sampling = self.sampling
+        parent = ctx.get(SPAN_KEY)
+        call: MeasuredCall | None
+        if self.per_call is not None:
+            call = self._begin_described(ctx, parent, instance, args, kwargs)
+            if call is None:
+                return None
+        elif parent is not None and (parent is sampling.unsampled_parent
+                                     or sampling.drops_children_of(parent)):
+            return MeasuredCall(self, instance, args, kwargs)
+        else:
+            if sampling.records_child(ctx):
+                # Certain to record: the call-time attributes go to start_span with the
+                # static ones (one attribute copy instead of two; a sampler sees them).
+                span = self.start_span(ctx, self.name,
+                                       self.call_attributes(instance, args, kwargs))
+            else:
+                span = self.start_span(ctx, self.name, self.static_attributes)
+                if span is not None and span.is_recording():
+                    self.annotate_call(span, instance, args, kwargs)
+            if span is None:
+                return None
+            call = TracedCall(self, span, set_span_in_context(span, ctx), instance, args, kwargs)
+        if activate:
+            call.activate()
+        return call
+
+    def _begin_described(self, ctx: Any, parent: Any, instance: Any, args: tuple,
+                         kwargs: dict) -> MeasuredCall | None:
+        """``begin`` for a per-call operation: the same three outcomes, with the span
+        named and annotated by the call's detail, and the arguments it prepares."""
+        detail = safe_call(self.per_call, instance, args, kwargs, what=_HOOK)
+        if detail is None:
+            return None
+        sampling = self.sampling
+        call: MeasuredCall
+        if parent is not None and (parent is sampling.unsampled_parent
+                                   or sampling.drops_children_of(parent)):
+            call, context = MeasuredCall(self, instance, args, kwargs), ctx
+        else:
+            span = self._start_described(ctx, detail, instance, args, kwargs)
+            if span is None:
+                return None
+            context = set_span_in_context(span, ctx)
+            call = TracedCall(self, span, context, instance, args, kwargs)
+        call.detail = detail
+        try:  # e.g. inject the context it propagates: the span's, or the parent's
+            call.args, call.kwargs = detail.prepare(args, kwargs, context)
+        except Exception:  # the call goes ahead with its own arguments
+            _logger.debug("clstock-otel %s: %s failed", self.name, _HOOK, exc_info=True)
+        return call
+
+    def start_span(self, ctx: Any, name: str, attributes: Mapping[str, Any]) -> Span | None:
+        """A span of this operation's kind under ``ctx``; None (logged) if that fails."""
+        try:
+            return self.tracer.start_span(name, ctx, self.kind, attributes)
+        except Exception:
+            _logger.debug("clstock-otel could not start span %s", name, exc_info=True)
+            return None
+
+    def _start_described(self, ctx: Any, detail: CallDetail, instance: Any, args: tuple,
+                         kwargs: dict) -> Span | None:
+        """The span of a per-call operation: named, and first annotated, by its detail."""
+        try:
+            name = detail.span_name
+            attributes = {**self.static_attributes, **detail.attributes()}
+        except Exception:
+            _logger.debug("clstock-otel %s: %s failed", self.name, _HOOK, exc_info=True)
+            return None
+        span = self.start_span(ctx, name, attributes)
+        if span is not None and span.is_recording():
+            self.annotate_call(span, instance, args, kwargs)
+            extra = safe_call(detail.recording_attributes, what=_HOOK)
+            if extra:
+                span.set_attributes(extra)
+        return span
+
+    def annotate_call(self, span: Span, instance: Any, args: tuple, kwargs: dict) -> None:
+        """Set the call-time attributes of a recording span (each extractor guarded)."""
+        attributes = self.call_attributes(instance, args, kwargs, static=False)
+        if attributes:
+            span.set_attributes(attributes)
+
+    def call_attributes(self, instance: Any, args: tuple, kwargs: dict,
+                        static: bool = True) -> dict[str, Any]:
+        """The call-time attributes (each extractor guarded), after the static ones."""
+        attributes: dict[str, Any] = dict(self.static_attributes) if static else {}
+        owner = self.runtime_owner
+        if owner is not None and instance is not None:
+            runtime = instance if isinstance(instance, type) else type(instance)
+            if runtime is not owner:
+                attributes[CLSTOCK_RUNTIME_CLASS] = class_name(runtime)
+        for key, extract in self.call_extractors:
+            try:
+                value = attribute_value(extract(instance, args, kwargs))
+            except Exception:
+                _logger.debug(
+                    "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
+                )
+                continue
+            if value is not None:
+                attributes[key] = value
+        return attributes
+
+    # -- finish ------------------------------------------------------------------------
+
+    def classify(self, call: MeasuredCall, value: Any) -> str | None:
+        """The ``error.type`` of a result that is a failure, else None (success).
+
+        A hidden failure's description (``call.note``) becomes the span's status
+        description; a per-call detail's failure has none (its ``error.type`` says it).
+        """
+        if self.per_call is not None:
+            call.note = None
+            return safe_call(call.detail.classify, value, what=_HOOK)
+        description = safe_call(self.result_error, value, call.instance, call.args, call.kwargs)
+        if not description:
+            return None
+        call.note = str(description)
+        return self.result_error_type
+
+    def annotate_result(
+        self, call: TracedCall, span: Span, value: Any, failure: str | None
+    ) -> None:
+        """Set the result attributes, events and failure status of a recording span."""
+        attributes: dict[str, Any] = {}
+        for key, extract in self.result_extractors:
+            try:
+                extracted = attribute_value(extract(value, call.instance, call.args, call.kwargs))
+            except Exception:
+                _logger.debug(
+                    "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
+                )
+                continue
+            if extracted is not None:
+                attributes[key] = extracted
+        if failure is not None:
+            attributes[ERROR_TYPE] = failure
+            span.set_status(Status(StatusCode.ERROR, call.note))
+        if attributes:
+            span.set_attributes(attributes)
+        for event, happened in self.result_events:
+            if safe_call(happened, value, call.instance, call.args, call.kwargs):
+                span.add_event(event)
+
+    def finish(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
+        """After the span ended: measure the call, and report a failure."""
+        self.record_duration(call, elapsed, failure)
+        if failure is not None and self.on_failure is not None:
+            safe_call(self.on_failure, what="failure callback")
+
+    def record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
+        """Record the call's duration in the histogram, ``error.type`` on failure.
+
+        A successful call without a recording span is deferred to the next collection
+        (durations.py); one with a recording span is recorded in its context, so an
+        exemplar of the duration points at that span.
+        """
+        if not self._records:
+            return
+        if failure is None:
+            pending = self._pending
+            if pending is not None and not call.recording and len(pending) < PENDING_LIMIT:
+                pending.append(elapsed)
+                return
+        if self.per_call is not None:
+            attributes = safe_call(call.detail.metric_attributes, failure, what=_HOOK)
+        elif failure is None:
+            attributes = self._metric_ok
+        else:
+            attributes = self._metric_errors.get(failure)
+            if attributes is None:
+                attributes = {**self._metric_ok, ERROR_TYPE: failure}
+                if len(self._metric_errors) < 64:  # bounded: error types are few
+                    self._metric_errors[failure] = attributes
+        self.histogram.record(elapsed, attributes, call.metric_context())
+
+
+class MeasuredCall:
+    """One call in flight that is measured but not traced (the non-sampled fast path)."""
+
+    # ``note``: a hidden failure's description; ``detail``: the per-call hook's
+    # CallDetail. Each is set by the operation when it has one: never read unset.
+    __slots__ = ("args", "detail", "instance", "kwargs", "note", "op", "started")
+    recording = False  # whether the call has a recording span
+
+    def __init__(self, op: Operation, instance: Any, args: tuple, kwargs: dict) -> None:
+        self.op = op
+        self.instance = instance
+        self.args = args  # what the wrapped callable is called with (a detail may rewrite)
+        self.kwargs = kwargs
+        self.started = perf_counter()
+
+    def metric_context(self) -> Any:
+        """The context its duration is recorded in (None: the current one)."""
+        return None
+
+    def activate(self) -> None:
+        """Make the call's span current (the generator drivers do it for each step)."""
+
+    def deactivate(self) -> None:
+        """Undo ``activate()``."""
+
+    def succeed(self, value: Any) -> None:
+        """End the call with its return value (which may still classify as a failure)."""
+        try:
+            elapsed = perf_counter() - self.started
+            op = self.op
+            failure = op.classify(self, value) if op.classifies else None
+            self._close(value, failure, None)
+            op.finish(self, elapsed, failure)
+        except Exception:
+            _logger.debug("clstock-otel could not finish %s", self.op.name, exc_info=True)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the call with the exception it raised (the caller re-raises it)."""
+        try:
+            elapsed = perf_counter() - self.started
+            # Like the API's use_span: only Exception is an error; GeneratorExit,
+            # KeyboardInterrupt, CancelledError... end the span with status unset.
+            failure = error_type(exc) if isinstance(exc, Exception) else None
+            self._close(None, failure, exc)
+            self.op.finish(self, elapsed, failure)
+        except Exception:
+            _logger.debug("clstock-otel could not finish %s", self.op.name, exc_info=True)
+
+    def _close(self, value: Any, failure: str | None, exc: BaseException | None) -> None:
+        """End the span, if any (none here)."""
+
+
+class TracedCall(MeasuredCall):
+    """One traced call in flight: its span, and the token of its current context."""
+
+    __slots__ = ("context", "recording", "span", "token")
+
+    def __init__(self, op: Operation, span: Span, context: Any, instance: Any, args: tuple,
+                 kwargs: dict) -> None:
+        super().__init__(op, instance, args, kwargs)
+        self.span = span
+        self.context = context
+        self.token: Any = None
+        self.recording = span.is_recording()
+
+    def metric_context(self) -> Any:
+        # The span's own context: an exemplar of this duration points at its span.
+        return self.context
+
+    def activate(self) -> None:
+        self.token = attach(self.context)
+
+    def deactivate(self) -> None:
+        token = self.token
+        if token is not None:
+            self.token = None
+            detach(token)
+
+    def _close(self, value: Any, failure: str | None, exc: BaseException | None) -> None:
+        self.deactivate()
+        span = self.span
+        try:
+            if span.is_recording():
+                if exc is None:
+                    self.op.annotate_result(self, span, value, failure)
+                elif failure is not None:
+                    record_error(span, exc, failure)
+        finally:
+            span.end()  # whatever went wrong above, the span is not left open
