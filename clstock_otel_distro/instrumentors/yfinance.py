@@ -28,7 +28,7 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from opentelemetry.context import attach, create_key, detach, get_current, get_value, set_value
+from opentelemetry.context import attach, create_key, detach, get_value, set_value
 
 from clstock_otel_distro.instrumentors._machinery import (
     ArgumentSlot,
@@ -36,6 +36,7 @@ from clstock_otel_distro.instrumentors._machinery import (
     CallExtractor,
     InstrumentationTelemetry,
     PatchingInstrumentor,
+    RegisteredPatch,
     ResultExtractor,
     Target,
     TraceSpec,
@@ -47,6 +48,7 @@ from clstock_otel_distro.instrumentors._machinery import (
     sized_len,
     traced,
 )
+from clstock_otel_distro.patches import yfinance_thread_context
 from clstock_otel_distro.semconv import (
     ERROR_TYPE_NO_DATA,
     YFINANCE_DOWNLOAD_SPAN,
@@ -227,60 +229,6 @@ def _download(telemetry: InstrumentationTelemetry) -> WrapperFactory:
     return build
 
 
-class _TickerInContext(str):
-    """A ticker symbol carrying the OpenTelemetry context of the download it is part of."""
-
-    otel_context: Any = None
-
-
-# yfinance fetches each ticker of a download on its own thread, started by the
-# ``multitasking`` library (``@multitasking.task _download_one_threaded``), not by a
-# ThreadPoolExecutor, and a new thread starts with an empty context: without help the
-# per-ticker history spans would each start a trace of their own. The instrumentation
-# must work without opentelemetry-instrumentation-threading, so it propagates the
-# context itself, through the one thing that reaches the worker unchanged: the
-# arguments. The submitting side (``_download_one_threaded``, called in the download
-# span) hands over the ticker as a str subclass carrying the current context; the
-# worker side (``_download_one``, the body each worker runs) swaps the plain string
-# back in and attaches that context for the duration. When the threading
-# instrumentation is active too, its Thread.run wrapper has already attached the very
-# same context object (it captured it in Thread.start, inside our submitting call):
-# the worker sees it is current and does not attach it a second time.
-
-
-def _submit_in_context(target: Target) -> Wrapper:
-    slot = target.arg("ticker")
-
-    def submit(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        ticker = slot.get(args, kwargs)
-        if isinstance(ticker, str) and not isinstance(ticker, _TickerInContext):
-            carrier = _TickerInContext(ticker)
-            carrier.otel_context = get_current()
-            args, kwargs = slot.replace(args, kwargs, carrier)
-        return wrapped(*args, **kwargs)
-
-    return submit
-
-
-def _run_in_download_context(target: Target) -> Wrapper:
-    slot = target.arg("ticker")
-
-    def run(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        ticker = slot.get(args, kwargs)
-        token = None
-        if isinstance(ticker, _TickerInContext):
-            args, kwargs = slot.replace(args, kwargs, str(ticker))  # a plain str again
-            if get_current() is not ticker.otel_context:
-                token = attach(ticker.otel_context)
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            if token is not None:
-                detach(token)
-
-    return run
-
-
 class YFinanceInstrumentor(PatchingInstrumentor):
     """Traces yfinance history, download and info calls."""
 
@@ -298,8 +246,7 @@ class YFinanceInstrumentor(PatchingInstrumentor):
             AttributePatch("yfinance.base", "TickerBase.get_info", info, group=telemetry),
             AttributePatch("yfinance.multi", "download", download, group=telemetry),
             AttributePatch("yfinance", "download", download, group=telemetry),
-            AttributePatch("yfinance.multi", "_download_one_threaded", _submit_in_context,
-                           group=telemetry),
-            AttributePatch("yfinance.multi", "_download_one", _run_in_download_context,
-                           group=telemetry),
+            # The download's context carried to yfinance's worker threads (private
+            # functions of yfinance: a registry entry, verified per version).
+            RegisteredPatch(yfinance_thread_context.PATCH),
         ])

@@ -14,6 +14,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
 - ``uvicorn_signal_capture``: uvicorn's ``Server.capture_signals``
 - ``system_metrics_fork``: the system-metrics instrumentor's ``_proc`` after a fork
+- ``yfinance_thread_context``: yfinance's ``_download_one_threaded`` and ``_download_one``
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from clstock_otel_distro.patches import (
     system_metrics_fork,
     uvicorn_gc_freeze,
     uvicorn_signal_capture,
+    yfinance_thread_context,
 )
 from clstock_otel_distro.patches.registry import UpstreamPatch
 
@@ -37,4 +39,5 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     uvicorn_gc_freeze.PATCH,
     uvicorn_signal_capture.PATCH,
     system_metrics_fork.PATCH,
+    yfinance_thread_context.PATCH,
 )

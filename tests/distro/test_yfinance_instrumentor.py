@@ -22,6 +22,7 @@ from clstock_otel_distro.instrumentors._machinery.values import error_type
 from clstock_otel_distro.instrumentors.curl_cffi import CurlCffiInstrumentor
 from clstock_otel_distro.instrumentors.data_provider import ClStockDataProviderInstrumentor
 from clstock_otel_distro.instrumentors.yfinance import YFinanceInstrumentor
+from clstock_otel_distro.patches import yfinance_thread_context
 from clstock_otel_distro.semconv import (
     CODE_FILE_PATH,
     CODE_FUNCTION_NAME,
@@ -173,8 +174,8 @@ def test_download_histories_are_children_across_worker_threads(
     """download: its per-ticker histories, run on multitasking threads, are its children."""
     attached = []
     attach = yfinance_instrumentation.attach
-    monkeypatch.setattr(yfinance_instrumentation, "attach",
-                        lambda ctx: attached.append(ctx) or attach(ctx))
+    for module in (yfinance_instrumentation, yfinance_thread_context):
+        monkeypatch.setattr(module, "attach", lambda ctx: attached.append(ctx) or attach(ctx))
     tasks_before = len(multitasking.get_list_of_tasks())
     with instrumented(ThreadingInstrumentor()) if with_threading else nullcontext():
         data = yfinance.download(["7203.T", "6758.T"], period="1mo", threads=True,
@@ -234,13 +235,16 @@ def test_clstock_data_provider_to_http(telemetry, traced):
 def test_uninstrument_restores_originals(telemetry):
     """Every patched yfinance attribute is the original object again."""
     targets = [(TickerBase, "history"), (TickerBase, "get_info"), (yfinance, "download"),
-               (yfinance.multi, "download"), (yfinance.multi, "_download_one"),
-               (yfinance.multi, "_download_one_threaded")]
-    originals = [vars(owner)[name] for owner, name in targets]
+               (yfinance.multi, "download")]
+    # yfinance's private worker functions: the registry's yfinance-thread-context patch.
+    private = [(yfinance.multi, "_download_one"), (yfinance.multi, "_download_one_threaded")]
+    originals = [vars(owner)[name] for owner, name in targets + private]
     with instrumented(YFinanceInstrumentor(), **telemetry.kwargs):
         assert all(is_traced(vars(owner)[name]) for owner, name in targets)
+        assert all(vars(owner)[name] is not original
+                   for (owner, name), original in zip(private, originals[len(targets):]))
     assert all(vars(owner)[name] is original
-               for (owner, name), original in zip(targets, originals))
+               for (owner, name), original in zip(targets + private, originals))
 
 
 def test_double_instrument_makes_one_span(telemetry, traced):

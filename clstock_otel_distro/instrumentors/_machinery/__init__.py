@@ -45,6 +45,7 @@ from clstock_otel_distro.instrumentors._machinery.instrumentor import (
 from clstock_otel_distro.instrumentors._machinery.patches import (
     AttributePatch,
     ClassPatch,
+    RegisteredPatch,
     install_all,
 )
 from clstock_otel_distro.instrumentors._machinery.specs import (
@@ -74,6 +75,7 @@ __all__ = [
     "InstrumentationTelemetry",
     "PatchingInstrumentor",
     "PerCall",
+    "RegisteredPatch",
     "ResultExtractor",
     "Target",
     "TraceSpec",

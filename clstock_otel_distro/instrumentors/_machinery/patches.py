@@ -26,6 +26,8 @@ import wrapt
 
 from clstock_otel_distro.instrumentors._machinery.proxies import TracedFunction, is_traced
 from clstock_otel_distro.instrumentors._machinery.specs import Target, WrapperFactory
+from clstock_otel_distro.patches import registry
+from clstock_otel_distro.patches.registry import UpstreamPatch
 
 _logger = logging.getLogger(__name__)
 
@@ -289,6 +291,24 @@ class ClassPatch(LazyPatch):
                 base.__init_subclass__ = previous  # type: ignore[assignment]
         self._hooks.clear()
         super()._restore()
+
+
+class RegisteredPatch:
+    """A registry entry (:mod:`clstock_otel_distro.patches`) that an instrumentor installs
+    with its own patches, and undoes with them."""
+
+    def __init__(self, patch: UpstreamPatch) -> None:
+        self.patch = patch
+
+    def install(self) -> RegisteredPatch:
+        registry.install(self.patch)
+        return self
+
+    def uninstall(self) -> None:
+        registry.uninstall(self.patch)
+
+    def describe(self) -> str:
+        return self.patch.target
 
 
 def install_all(patches: Iterable[LazyPatch]) -> list[LazyPatch]:
