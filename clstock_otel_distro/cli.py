@@ -116,14 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("file", type=Path, help="an OTLP JSON lines file of spans")
     report.add_argument("--json", action="store_true", help="print JSON for scripts")
-    report.add_argument(
-        "--html",
-        type=Path,
-        default=None,
-        metavar="OUT.html",
-        help="also write the report as one self-contained page: summary, latency "
-        "histograms, service map, and each trace's waterfall (opens offline)",
-    )
+    _path_option(report, "--html", "OUT.html",
+                 "also write the report as one self-contained page: summary, latency "
+                 "histograms, service map, and each trace's waterfall (opens offline)")
     report.set_defaults(handler=_report)
 
     demo = commands.add_parser(
@@ -136,20 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and print its path. Needs no network and no Docker. Exit status 0 when every "
         "call and trace was as expected, 1 otherwise, 2 outside a ClStock checkout.",
     )
-    demo.add_argument(
-        "--app-dir",
-        type=Path,
-        default=None,
-        help="the ClStock checkout (default: ./clstock or this repository's)",
-    )
-    demo.add_argument(
-        "--html",
-        type=Path,
-        default=None,
-        metavar="OUT.html",
-        help="where to write the HTML report (default: clstock-otel-demo.html in the "
-        "current directory, replaced by every run)",
-    )
+    _path_option(demo, "--app-dir", "DIR",
+                 "the ClStock application directory (default: ./clstock, or the current "
+                 "directory when it is that directory)")
+    _path_option(demo, "--html", "OUT.html",
+                 "where to write the HTML report (default: clstock-otel-demo.html in the "
+                 "current directory, replaced by every run)")
     demo.add_argument(
         "--keep",
         action="store_true",
@@ -160,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor.register(commands)
     return parser
+
+
+def _path_option(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:
+    parser.add_argument(flag, type=Path, default=None, metavar=metavar, help=help)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,8 +26,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.sdk import environment_variables as sv
@@ -152,16 +153,36 @@ def env_bool(name: str, default: bool) -> bool:
     return default
 
 
-def _check_range(
-    number: float,
-    minimum: float | None,
-    maximum: float | None,
-) -> str | None:
-    if minimum is not None and number < minimum:
-        return f"below the minimum {minimum}"
-    if maximum is not None and number > maximum:
-        return f"above the maximum {maximum}"
-    return None
+def _parse_int(value: str) -> tuple[int | None, str | None]:
+    try:
+        return int(value, 10), None
+    except ValueError:
+        return None, "not an integer"
+
+
+def _parse_float(value: str) -> tuple[float | None, str | None]:
+    try:
+        number = float(value)
+    except ValueError:
+        return None, "not a number"
+    return (number, None) if math.isfinite(number) else (None, "not a finite number")
+
+
+def _number(name: str, default: Any, parse: Callable[[str], tuple[Any, str | None]],
+            minimum: float | None, maximum: float | None, fallback: str | None) -> Any:
+    """The parsed value of ``name`` within ``[minimum, maximum]``, else ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    number, problem = parse(value)
+    if problem is None and minimum is not None and number < minimum:
+        problem = f"below the minimum {minimum}"
+    if problem is None and maximum is not None and number > maximum:
+        problem = f"above the maximum {maximum}"
+    if problem is not None:
+        warn_invalid(name, value, problem, _describe(default, fallback))
+        return default
+    return number
 
 
 def env_int(
@@ -176,19 +197,7 @@ def env_int(
 
     ``fallback`` overrides how the warning describes what is used instead.
     """
-    value = _raw(name)
-    if value is None:
-        return default
-    try:
-        number = int(value, 10)
-    except ValueError:
-        warn_invalid(name, value, "not an integer", _describe(default, fallback))
-        return default
-    problem = _check_range(number, minimum, maximum)
-    if problem:
-        warn_invalid(name, value, problem, _describe(default, fallback))
-        return default
-    return number
+    return _number(name, default, _parse_int, minimum, maximum, fallback)
 
 
 def env_float(
@@ -200,22 +209,7 @@ def env_float(
     fallback: str | None = None,
 ) -> float | None:
     """A finite number within ``[minimum, maximum]``, else ``default``."""
-    value = _raw(name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        warn_invalid(name, value, "not a number", _describe(default, fallback))
-        return default
-    if not math.isfinite(number):
-        warn_invalid(name, value, "not a finite number", _describe(default, fallback))
-        return default
-    problem = _check_range(number, minimum, maximum)
-    if problem:
-        warn_invalid(name, value, problem, _describe(default, fallback))
-        return default
-    return number
+    return _number(name, default, _parse_float, minimum, maximum, fallback)
 
 
 def env_list(name: str, default: Sequence[str] = ()) -> list[str]:

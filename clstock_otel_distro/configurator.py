@@ -260,12 +260,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
         try:
             plan = _plan(kwargs)
         except Exception as exc:
-            _logger.warning(
-                "Could not check the OpenTelemetry configuration (%s: %s); using the defaults",
-                type(exc).__name__,
-                exc,
-            )
-            _logger.debug("Configuration check failure", exc_info=True)
+            _warn_failure("Could not check the OpenTelemetry configuration", exc,
+                          "; using the defaults")
             plan = _defaults_plan(kwargs)
         _config.set_environ(plan.lasting_environ)
         # The OTLP encoders hash the resource of every exported span, and encode
@@ -276,13 +272,9 @@ class ClStockConfigurator(_OTelSDKConfigurator):
             with _environ_overrides(plan.scoped_environ):
                 super()._configure(**plan.kwargs)
         except Exception as exc:
-            _logger.warning(
-                "OpenTelemetry SDK configuration failed (%s: %s); configuring the defaults "
-                "(OTLP over http/protobuf to localhost) instead",
-                type(exc).__name__,
-                exc,
-            )
-            _logger.debug("SDK configuration failure", exc_info=True)
+            _warn_failure("OpenTelemetry SDK configuration failed", exc,
+                          "; configuring the defaults (OTLP over http/protobuf to localhost) "
+                          "instead")
             self._configure_defaults(kwargs, plan)
         install_exit_hooks()
 
@@ -309,12 +301,13 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                         MeterProvider(resource=provider.resource, metric_readers=[reader])
                     )
         except Exception as exc:
-            _logger.warning(
-                "OpenTelemetry could not be configured even with the defaults (%s: %s)",
-                type(exc).__name__,
-                exc,
-            )
-            _logger.debug("Default configuration failure", exc_info=True)
+            _warn_failure("OpenTelemetry could not be configured even with the defaults", exc)
+
+
+def _warn_failure(what: str, exc: BaseException, then: str = "") -> None:
+    """One warning with the exception's type and message; the traceback at debug."""
+    _logger.warning("%s (%s: %s)%s", what, type(exc).__name__, exc, then)
+    _logger.debug("%s", what, exc_info=True)
 
 
 def _default_otlp_exporter(signal: str) -> Any:
@@ -650,14 +643,8 @@ def _plan_sampler(plan: _Plan) -> None:
         if not isinstance(sampler, Sampler):
             raise TypeError(f"{type(sampler).__name__} is not a Sampler")
     except Exception as exc:
-        _logger.warning(
-            "%s=%r could not be created (%s: %s); using %s instead",
-            OTEL_TRACES_SAMPLER,
-            name,
-            type(exc).__name__,
-            exc,
-            _DEFAULT_SAMPLER,
-        )
+        _warn_failure(f"{OTEL_TRACES_SAMPLER}={name!r} could not be created", exc,
+                      f"; using {_DEFAULT_SAMPLER} instead")
         sampler = ParentBased(ALWAYS_ON)
     plan.kwargs["sampler"] = sampler
 
@@ -675,13 +662,8 @@ def _plan_id_generator(plan: _Plan) -> None:
         if not isinstance(generator, IdGenerator):
             raise TypeError(f"{type(generator).__name__} is not an IdGenerator")
     except Exception as exc:
-        _logger.warning(
-            "%s=%r could not be created (%s: %s); using 'random' instead",
-            OTEL_PYTHON_ID_GENERATOR,
-            name,
-            type(exc).__name__,
-            exc,
-        )
+        _warn_failure(f"{OTEL_PYTHON_ID_GENERATOR}={name!r} could not be created", exc,
+                      "; using 'random' instead")
         generator = RandomIdGenerator()
     # Explicit, because the SDK raises RuntimeError for an unknown name.
     plan.kwargs["id_generator"] = generator
@@ -707,21 +689,11 @@ def _plan_metric_reader(plan: _Plan) -> None:
     # The SDK builds the PeriodicExportingMetricReader without arguments, so a bad
     # value can only be kept from it by hiding the variable; zero or negative
     # intervals would raise after the tracer provider is installed.
-    interval = _config.env_float(
-        OTEL_METRIC_EXPORT_INTERVAL,
-        None,
-        minimum=1,
-        maximum=_MAX_METRIC_MILLIS,
-        fallback=f"the default {_DEFAULT_METRIC_EXPORT_INTERVAL}",
-    )
-    if _is_bad(OTEL_METRIC_EXPORT_INTERVAL, interval):
-        plan.scoped_environ[OTEL_METRIC_EXPORT_INTERVAL] = None
-    timeout = _config.env_float(
-        OTEL_METRIC_EXPORT_TIMEOUT,
-        None,
-        minimum=0,
-        maximum=_MAX_METRIC_MILLIS,
-        fallback=f"the default {_DEFAULT_METRIC_EXPORT_TIMEOUT}",
-    )
-    if _is_bad(OTEL_METRIC_EXPORT_TIMEOUT, timeout):
-        plan.scoped_environ[OTEL_METRIC_EXPORT_TIMEOUT] = None
+    for name, minimum, default in (
+        (OTEL_METRIC_EXPORT_INTERVAL, 1, _DEFAULT_METRIC_EXPORT_INTERVAL),
+        (OTEL_METRIC_EXPORT_TIMEOUT, 0, _DEFAULT_METRIC_EXPORT_TIMEOUT),
+    ):
+        value = _config.env_float(name, None, minimum=minimum, maximum=_MAX_METRIC_MILLIS,
+                                  fallback=f"the default {default}")
+        if _is_bad(name, value):
+            plan.scoped_environ[name] = None

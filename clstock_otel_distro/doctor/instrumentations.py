@@ -329,28 +329,19 @@ def _check_targets(section: Section, app_dir: Path) -> None:
         lists[kind] = methods
         if origin:
             section.info(f"{kind} methods", f"{', '.join(methods)}: {origin}")
-    predictors = _check_class_targets(
-        section, "predictor", OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS,
-        DEFAULT_CLSTOCK_PREDICTOR_TARGETS, lists["predictor"], app_dir,
-    )
-    if not predictors:
-        section.problem(
-            "predictor targets",
-            f"no predictor class found from {app_dir}: no prediction will be traced",
-            f"run in the ClStock checkout (or name it with --app-dir), or set "
-            f"{OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS}=module:Class",
-        )
-    providers = _check_class_targets(
-        section, "data provider", OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
-        DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS, lists["data provider"], app_dir,
-    )
-    if not providers:
-        section.warning(
-            "data provider targets",
-            f"no data provider class found from {app_dir}: data fetches are traced only "
-            "through yfinance and curl_cffi",
-            f"set {OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS}=module:Class",
-        )
+    # (kind, variable, default, how serious none found is, what is lost, advice)
+    for kind, variable, default, status, lost, advice in (
+        ("predictor", OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS, DEFAULT_CLSTOCK_PREDICTOR_TARGETS,
+         Status.PROBLEM, "no prediction will be traced",
+         "run in the ClStock checkout (or name it with --app-dir), or set "),
+        ("data provider", OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
+         DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS, Status.WARNING,
+         "data fetches are traced only through yfinance and curl_cffi", "set "),
+    ):
+        if not _check_class_targets(section, kind, variable, default, lists[kind], app_dir):
+            section.add(status, f"{kind} targets",
+                        f"no {kind} class found from {app_dir}: {lost}",
+                        f"{advice}{variable}=module:Class")
     _check_trace_methods(section)
 
 

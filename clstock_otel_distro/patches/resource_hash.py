@@ -53,13 +53,8 @@ def patch(module: ModuleType) -> Callable[[], None]:
 
 
 PATCH = UpstreamPatch(
-    name="resource-hash-cache",
-    distribution="opentelemetry-sdk",
-    module="opentelemetry.sdk.resources",
-    symbol="Resource.__hash__",
-    versions=">=1.45,<1.46",
+    name="resource-hash-cache", distribution="opentelemetry-sdk", versions=">=1.45,<1.46",
+    module="opentelemetry.sdk.resources", symbol="Resource.__hash__",
     purpose="each Resource hashed once, not once per exported span",
-    shape=_shape,
-    apply=patch,
-    switch=OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE,
+    shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE,
 )

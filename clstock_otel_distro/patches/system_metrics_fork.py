@@ -62,13 +62,9 @@ def patch(module: ModuleType) -> Callable[[], None]:
 
 
 PATCH = UpstreamPatch(
-    name="system-metrics-fork",
-    distribution="opentelemetry-instrumentation-system-metrics",
-    module="opentelemetry.instrumentation.system_metrics",
-    symbol=f"{_CLASS}.{_ATTRIBUTE}",
+    name="system-metrics-fork", distribution="opentelemetry-instrumentation-system-metrics",
     versions=">=0.66b0,<0.67",
+    module="opentelemetry.instrumentation.system_metrics", symbol=f"{_CLASS}.{_ATTRIBUTE}",
     purpose="runtime metrics of a forked worker read the worker's own process",
-    shape=_shape,
-    apply=patch,
-    replaces_symbol=False,
+    shape=_shape, apply=patch, replaces_symbol=False,
 )

@@ -62,13 +62,8 @@ async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
 
 
 PATCH = UpstreamPatch(
-    name="uvicorn-gc-freeze",
-    distribution="uvicorn",
-    module="uvicorn.server",
-    symbol="Server.startup",
-    versions=">=0.29,<1",
+    name="uvicorn-gc-freeze", distribution="uvicorn", versions=">=0.29,<1",
+    module="uvicorn.server", symbol="Server.startup",
     purpose="gc.freeze() once uvicorn has started",
-    shape=_shape,
-    apply=patch,
-    switch=OTEL_PYTHON_CLSTOCK_GC_FREEZE,
+    shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_GC_FREEZE,
 )

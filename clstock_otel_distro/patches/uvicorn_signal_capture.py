@@ -51,14 +51,10 @@ def patch(module: ModuleType) -> Callable[[], None]:
     return lambda: setattr(module.Server, "capture_signals", original)
 
 
+# uvicorn < 0.29 neither captures signals this way nor re-raises: atexit covers it.
 PATCH = UpstreamPatch(
-    name="uvicorn-signal-capture",
-    distribution="uvicorn",
-    # uvicorn < 0.29 neither captures signals this way nor re-raises: atexit covers it.
-    module="uvicorn.server",
-    symbol="Server.capture_signals",
-    versions=">=0.29,<1",
+    name="uvicorn-signal-capture", distribution="uvicorn", versions=">=0.29,<1",
+    module="uvicorn.server", symbol="Server.capture_signals",
     purpose="the last spans flushed when uvicorn is stopped by SIGTERM",
-    shape=_shape,
-    apply=patch,
+    shape=_shape, apply=patch,
 )

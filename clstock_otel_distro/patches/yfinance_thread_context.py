@@ -101,12 +101,8 @@ def patch(module: ModuleType) -> Callable[[], None]:
 
 
 PATCH = UpstreamPatch(
-    name="yfinance-thread-context",
-    distribution="yfinance",
-    module="yfinance.multi",
-    symbol=f"{_SUBMIT}+{_RUN}",
-    versions=">=0.2.54,<2",
+    name="yfinance-thread-context", distribution="yfinance", versions=">=0.2.54,<2",
+    module="yfinance.multi", symbol=f"{_SUBMIT}+{_RUN}",
     purpose="the per-ticker spans of yfinance.download stay in the download's trace",
-    shape=_shape,
-    apply=patch,
+    shape=_shape, apply=patch,
 )

@@ -47,6 +47,7 @@ from clstock_otel_distro.tools.report import (
     format_per_second,
     format_share,
 )
+from clstock_otel_distro.tools.trace_tree import depth_first
 
 __all__ = [
     "DETAILED_SPAN_BUDGET",
@@ -130,40 +131,9 @@ def _service(span: ReceivedSpan) -> str:
     return span.service_name or _UNKNOWN_SERVICE
 
 
-def _tree_order(spans: Sequence[ReceivedSpan]) -> list[tuple[int, ReceivedSpan]]:
-    """(depth, span) depth first, children by start time; orphans and cycles at the top."""
-    by_id = {span.span_id: span for span in spans}
-    children: dict[str, list[ReceivedSpan]] = {}
-    tops = []
-    for span in by_id.values():
-        parent = span.parent_span_id
-        if parent is not None and parent in by_id and parent != span.span_id:
-            children.setdefault(parent, []).append(span)
-        else:
-            tops.append(span)
-
-    def start_order(span: ReceivedSpan) -> tuple[int, int, str]:
-        return (span.start_time_unix_nano, -span.end_time_unix_nano, span.span_id)
-
-    rows: list[tuple[int, ReceivedSpan]] = []
-    seen: set[str] = set()
-    stack = [(0, span) for span in sorted(tops, key=start_order, reverse=True)]
-    while stack:
-        depth, span = stack.pop()
-        if span.span_id in seen:
-            continue
-        seen.add(span.span_id)
-        rows.append((depth, span))
-        for child in sorted(children.get(span.span_id, ()), key=start_order, reverse=True):
-            stack.append((depth + 1, child))
-    # Spans in a parent cycle never reach a top: list them at the top level.
-    rows += [(0, s) for s in sorted(by_id.values(), key=start_order) if s.span_id not in seen]
-    return rows
-
-
 def _waterfall(spans: Sequence[ReceivedSpan], start: int) -> list[dict[str, Any]]:
     rows = []
-    for depth, span in _tree_order(spans)[:MAX_SPANS_PER_WATERFALL]:
+    for depth, span in depth_first(spans)[:MAX_SPANS_PER_WATERFALL]:
         rows.append(
             {
                 "id": span.span_id,

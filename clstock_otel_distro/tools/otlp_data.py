@@ -401,7 +401,7 @@ def decode_logs_request(
 
 
 def message_types(signal: str) -> tuple[type[Message], type[Message]]:
-    """The (request, response) classes of a signal; imported on first use (~60 ms)."""
+    """The (request, response) classes of a signal; imported on first use (not cheap)."""
     if signal == "traces":
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 

@@ -139,6 +139,41 @@ def _error_text(span: ReceivedSpan, ellipsis: str) -> str:
     return _truncate(text.splitlines()[0], _MAX_ERROR_CHARS, ellipsis)
 
 
+def depth_first(spans: Iterable[ReceivedSpan]) -> list[tuple[int, ReceivedSpan]]:
+    """``(depth, span)`` of a trace's spans, depth first, siblings in start order.
+
+    A span whose parent is missing is a top; a span received twice counts once; spans
+    caught in a parent cycle (bad data) never reach a top and are listed at the top
+    level after the others.
+    """
+    by_id: dict[str, ReceivedSpan] = {}
+    for span in spans:
+        by_id.setdefault(span.span_id, span)
+    children: dict[str, list[ReceivedSpan]] = {}
+    tops: list[ReceivedSpan] = []
+    for span in by_id.values():
+        parent = span.parent_span_id
+        if parent is not None and parent in by_id and parent != span.span_id:
+            children.setdefault(parent, []).append(span)
+        else:
+            tops.append(span)
+    rows: list[tuple[int, ReceivedSpan]] = []
+    seen: set[str] = set()
+    # Iteratively; `seen` guards against parent cycles.
+    stack = [(0, span) for span in sorted(tops, key=_start_order, reverse=True)]
+    while stack:
+        depth, span = stack.pop()
+        if span.span_id in seen:
+            continue
+        seen.add(span.span_id)
+        rows.append((depth, span))
+        for child in sorted(children.get(span.span_id, ()), key=_start_order, reverse=True):
+            stack.append((depth + 1, child))
+    rows += [(0, span) for span in sorted(by_id.values(), key=_start_order)
+             if span.span_id not in seen]
+    return rows
+
+
 def _bar(span: ReceivedSpan, start: int, total: int, width: int, fill: str) -> str:
     # Floor the start and ceil the end, so that a span too short for one cell still
     # shows one, where it happened.
@@ -168,39 +203,16 @@ def render_trace(
     if not by_id:
         return ""
     fill, ellipsis = ("#", "...") if ascii_only else ("█", "…")
-    children: dict[str, list[ReceivedSpan]] = {}
-    tops: list[ReceivedSpan] = []
-    for span in by_id.values():
-        parent = span.parent_span_id
-        if parent is not None and parent in by_id and parent != span.span_id:
-            children.setdefault(parent, []).append(span)
-        else:
-            tops.append(span)
-    order = _start_order
-    tops.sort(key=order)
-    for siblings in children.values():
-        siblings.sort(key=order)
-
     start = min(s.start_time_unix_nano for s in by_id.values())
     end = max(s.end_time_unix_nano for s in by_id.values())
     total = max(end - start, 1)
 
-    # Depth-first, iteratively; `seen` guards against parent cycles in bad data.
     rows: list[tuple[int, ReceivedSpan, bool]] = []
-    seen: set[str] = set()
-    stack: list[tuple[int, ReceivedSpan, str | None]] = [(0, s, None) for s in reversed(tops)]
-    while stack:
-        depth, span, parent_service = stack.pop()
-        if span.span_id in seen:
-            continue
-        seen.add(span.span_id)
+    services: dict[int, str] = {}  # the service of the row last seen at each depth
+    for depth, span in depth_first(by_id.values()):
         service = span.service_name or "?"
-        rows.append((depth, span, service != parent_service))
-        for child in reversed(children.get(span.span_id, ())):
-            stack.append((depth + 1, child, service))
-    # Spans caught in a cycle never reach a top: show them at the top level too.
-    for span in sorted((s for s in by_id.values() if s.span_id not in seen), key=order):
-        rows.append((0, span, True))
+        rows.append((depth, span, depth == 0 or services.get(depth - 1) != service))
+        services[depth] = service
 
     omitted = 0
     if max_spans is not None and len(rows) > max_spans:
