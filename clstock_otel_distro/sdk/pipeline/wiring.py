@@ -1,0 +1,90 @@
+"""How the configurator switches the pipeline on: the provider class and the processor.
+
+Two hooks, both used by :mod:`clstock_otel_distro.configurator`:
+
+- :func:`sdk_builds_pipeline_provider`: the SDK's ``_initialize_components``
+  constructs ``TracerProvider`` itself, by the name it imported into
+  ``opentelemetry.sdk._configuration``; for the duration of that call the name
+  refers to :class:`PipelineTracerProvider` (a subclass, same constructor). If the
+  installed SDK does not have that shape, nothing is swapped (SDK spans).
+- :func:`build_span_processor`: the ``export_span_processor`` factory's product: the
+  pipeline's processor for the OTLP/HTTP protobuf span exporter, otherwise today's
+  :class:`~clstock_otel_distro.sdk.redaction.RedactingBatchSpanProcessor` (and the
+  provider, seeing a processor that is not the pipeline's, steps aside).
+
+``OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE=sdk`` turns both off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+from clstock_otel_distro import config as _config
+from clstock_otel_distro.environment_variables import (
+    DEFAULT_CLSTOCK_SPAN_PIPELINE,
+    OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE,
+)
+from clstock_otel_distro.sdk.pipeline.processor import PipelineSpanProcessor
+from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracerProvider
+from clstock_otel_distro.sdk.pipeline.transport import otlp_http_sender
+from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
+
+__all__ = [
+    "PIPELINE_FAST",
+    "PIPELINE_SDK",
+    "build_span_processor",
+    "pipeline_enabled",
+    "sdk_builds_pipeline_provider",
+]
+
+_logger = logging.getLogger(__name__)
+
+PIPELINE_FAST = "fast"
+PIPELINE_SDK = "sdk"
+_SDK_CONFIGURATION = "opentelemetry.sdk._configuration"
+
+
+def pipeline_enabled() -> bool:
+    """``OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE`` is ``fast`` (the default)."""
+    choice = _config.env_choice(OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE, DEFAULT_CLSTOCK_SPAN_PIPELINE,
+                                (PIPELINE_FAST, PIPELINE_SDK))
+    return choice == PIPELINE_FAST
+
+
+@contextlib.contextmanager
+def sdk_builds_pipeline_provider() -> Iterator[None]:
+    """Within the block, the SDK's configuration constructs a PipelineTracerProvider."""
+    if not pipeline_enabled():
+        yield
+        return
+    import importlib
+
+    module: Any = importlib.import_module(_SDK_CONFIGURATION)
+    if module.__dict__.get("TracerProvider") is not TracerProvider or not callable(
+            module.__dict__.get("_init_tracing")):
+        _logger.info("clstock-otel: %s does not build a TracerProvider the way this distro "
+                     "knows; spans are the SDK's", _SDK_CONFIGURATION)
+        yield
+        return
+    module.TracerProvider = PipelineTracerProvider
+    try:
+        yield
+    finally:
+        if module.TracerProvider is PipelineTracerProvider:
+            module.TracerProvider = TracerProvider
+
+
+def build_span_processor(span_exporter: Any, **settings: Any) -> SpanProcessor:
+    """The processor for one span exporter (settings: the BatchSpanProcessor arguments)."""
+    if pipeline_enabled():
+        sender = otlp_http_sender(span_exporter)
+        if sender is not None:
+            return PipelineSpanProcessor(span_exporter, sender, **settings)
+        _logger.debug("clstock-otel: %s is not the OTLP/HTTP protobuf span exporter",
+                      type(span_exporter).__name__)
+    return RedactingBatchSpanProcessor(span_exporter, **settings)
