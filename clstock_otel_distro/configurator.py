@@ -104,7 +104,6 @@ from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_A
 from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
 from clstock_otel_distro.patches import resource_hash as _resource_hash
 from clstock_otel_distro.sdk import pipeline as _span_pipeline
-from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
@@ -336,7 +335,7 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 expected = len(failed.exporters.get("traces", {}))
                 if isinstance(factory, _CountingProcessorFactory) and factory.built < expected:
                     provider.add_span_processor(
-                        RedactingBatchSpanProcessor(_default_otlp_exporter("traces"))
+                        _span_pipeline.build_span_processor(_default_otlp_exporter("traces"))
                     )
                 wants_metrics = plan.scoped_environ[OTEL_METRICS_EXPORTER] != "none"
                 if wants_metrics and not isinstance(metrics.get_meter_provider(), MeterProvider):
