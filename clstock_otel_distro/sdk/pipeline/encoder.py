@@ -29,6 +29,7 @@ from struct import Struct
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import StatusCode
 
 from clstock_otel_distro.sdk.pipeline.span import PipelineSpan
@@ -44,8 +45,10 @@ __all__ = ["MAX_CACHED_ATTRIBUTES", "SpanEncoder"]
 
 _logger = logging.getLogger(__name__)
 
-# About 150 bytes each (key, value and encoding): up to ~0.6 MB.
+# About 150 bytes each (key, value and encoding): up to ~0.6 MB per kind.
 MAX_CACHED_ATTRIBUTES = 4096
+# Span names and attribute keys: a few hundred in practice.
+MAX_CACHED_NAMES = 1024
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -53,6 +56,11 @@ _UINT64_MASK = (1 << 64) - 1
 _fixed64 = Struct("<Q").pack
 _fixed32 = Struct("<I").pack
 _double = Struct("<d").pack
+# trace_id and span_id fields (tag, length, big-endian id), and parent_span_id's.
+_IDS = Struct(">2sQQ2sQ").pack
+_IDS_PARENT = Struct(">2sQQ2sQ2sQ").pack
+# start_time_unix_nano and end_time_unix_nano (tag, fixed64 little-endian).
+_TIMES = Struct("<cQcQ").pack
 _SMALL = [bytes((n,)) for n in range(128)]
 
 # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK, | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK.
@@ -66,6 +74,10 @@ _LINK_FLAGS_REMOTE = b"\x35" + _fixed32(_REMOTE)
 _EMPTY_STATUS = b"\x7a\x00"
 # SpanKind -> the Span.kind field (the OTLP enum is the API's value plus one).
 _KIND_FIELD = [b"\x30" + _SMALL[value + 1] for value in range(5)]
+_INTERNAL = SpanKind.INTERNAL
+_KIND_INTERNAL = _KIND_FIELD[_INTERNAL.value]
+# What ends a span whose status is unset and whose parent is local (or none).
+_UNSET_LOCAL_TAIL = _EMPTY_STATUS + _SPAN_FLAGS_LOCAL
 _REDACTED_KEYS = frozenset(_ATTRIBUTE_REDACTORS)
 _TEXT_KEYS = frozenset(_TEXT_REDACTORS)
 
@@ -126,8 +138,14 @@ class SpanEncoder:
     """Encodes batches of spans; one per processor, used by its export thread only."""
 
     def __init__(self) -> None:
-        # (key, type, value) -> the span attribute field (tag 9) with its KeyValue.
-        self._attributes: dict[tuple[str, type, Any], bytes] = {}
+        # Span attribute fields (tag 9, with their KeyValue), by (key, value) for str
+        # values, (key, type, value) for int and bool; double fields by key, up to
+        # the value.
+        self._strings: dict[tuple[str, str], bytes] = {}
+        self._numbers: dict[tuple[str, type, Any], bytes] = {}
+        self._float_prefixes: dict[str, bytes] = {}
+        # Span name fields, by name.
+        self._names: dict[str, bytes] = {}
         # id(resource) / id(scope) -> (the object, its encoding); the object is held
         # so the id cannot be reused by another one.
         self._resources: dict[int, tuple[Any, bytes]] = {}
@@ -139,35 +157,52 @@ class SpanEncoder:
 
         A span that cannot be encoded at all is left out with a warning.
         """
-        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        # Encoded spans by source (a tracer of ours, or a (resource, scope) pair).
+        buckets: dict[Any, list[bytes]] = {}
+        sources: dict[Any, tuple[Any, Any]] = {}
+        last_tracer = bucket = None
+        encode_span = self._pipeline_span
         count = 0
         for span in spans:
             try:
                 if span.__class__ is PipelineSpan:
                     tracer = span._tracer
-                    resource = tracer.resource
-                    scope = tracer._instrumentation_scope
-                    encoded = self._pipeline_span(span)
+                    if tracer is not last_tracer:
+                        bucket = buckets.get(tracer)
+                        if bucket is None:
+                            bucket = buckets[tracer] = []
+                            sources[tracer] = (tracer.resource, tracer._instrumentation_scope)
+                        last_tracer = tracer
+                    bucket.append(encode_span(span))
                 else:
                     span = redact_span(span)
                     resource = span.resource
                     scope = span.instrumentation_scope
+                    source = (id(resource), id(scope))
                     encoded = self._readable_span(span)
+                    if source not in buckets:
+                        buckets[source] = []
+                        sources[source] = (resource, scope)
+                    buckets[source].append(encoded)
+                count += 1
             except Exception as exc:  # a bug or an unencodable span: that span only
                 _logger.warning(
                     "clstock-otel: span %r could not be encoded (%s: %s); it is not exported",
                     getattr(span, "name", None), type(exc).__name__, exc)
                 _logger.debug("Span encoding failure", exc_info=True)
+        # Grouped by resource, then scope, in order of first appearance (as the SDK).
+        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        for source, encoded_spans in buckets.items():
+            if not encoded_spans:
                 continue
-            count += 1
+            resource, scope = sources[source]
             group = groups.get(id(resource))
             if group is None:
                 group = groups[id(resource)] = (resource, {})
-            scopes = group[1]
-            scope_group = scopes.get(id(scope))
+            scope_group = group[1].get(id(scope))
             if scope_group is None:
-                scope_group = scopes[id(scope)] = (scope, [])
-            scope_group[1].append(encoded)
+                scope_group = group[1][id(scope)] = (scope, [])
+            scope_group[1].extend(encoded_spans)
 
         request = []
         for resource, scopes in groups.values():
@@ -185,6 +220,45 @@ class SpanEncoder:
     # ------------------------------------------------------------- one span
 
     def _pipeline_span(self, span: PipelineSpan) -> bytes:
+        # The common span (no trace state, no events, links or dropped attributes, status
+        # unset) written inline; anything else through _span, field by field.
+        if not span._simple:
+            return self._pipeline_span_in_full(span)
+        parent = span._parent
+        trace_id = span._trace_id
+        name = span._name
+        names = self._names
+        name_field = names.get(name)
+        if name_field is None:
+            name_field = _string(b"\x2a", name) if name else b""
+            if len(names) >= MAX_CACHED_NAMES:
+                names.clear()
+            names[name] = name_field
+        if parent is None:
+            head = _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64_MASK, b"\x12\x08",
+                        span._span_id)
+        else:
+            head = _IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64_MASK,
+                               b"\x12\x08", span._span_id, b"\x22\x08", parent._span_id)
+        kind = span._kind
+        parts = [
+            b"", head, name_field,
+            _KIND_INTERNAL if kind is _INTERNAL else _KIND_FIELD[kind.value],
+            _TIMES(b"\x39", span._start_time, b"\x41", span._end_time),
+        ]
+        attributes = span._attributes
+        if attributes:
+            if not _REDACTED_KEYS.isdisjoint(attributes):
+                changes = _redacted_attributes(attributes, _ATTRIBUTE_REDACTORS)
+                if changes:
+                    attributes = {**attributes, **changes}
+            self._span_attributes(parts, attributes)
+        parts.append(_UNSET_LOCAL_TAIL)
+        size = sum(map(len, parts))
+        parts[0] = b"\x12" + _SMALL[size] if size < 0x80 else b"\x12" + _varint(size)
+        return b"".join(parts)
+
+    def _pipeline_span_in_full(self, span: PipelineSpan) -> bytes:
         parent = span._parent
         if parent is None:
             parent_id = None
@@ -275,24 +349,50 @@ class SpanEncoder:
         return _field(b"\x12", b"".join(parts))
 
     def _span_attributes(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
-        cache = self._attributes
+        strings = self._strings
         for key, value in attributes.items():
             kind = value.__class__
-            if kind is str or kind is int or kind is bool:
-                cache_key = (key, kind, value)
-                encoded = cache.get(cache_key)
+            if kind is str:
+                # Keyed by (key, value): only str values are kept in this one.
+                encoded = strings.get((key, value))
                 if encoded is None:
                     encoded = self._attribute(b"\x4a", key, value)
                     if encoded is None:
                         continue
-                    if len(cache) >= MAX_CACHED_ATTRIBUTES:
-                        cache.clear()
-                    cache[cache_key] = encoded
+                    if len(strings) >= MAX_CACHED_ATTRIBUTES:
+                        strings.clear()
+                    strings[key, value] = encoded
+                parts.append(encoded)
+            elif kind is float:
+                prefix = self._float_prefixes.get(key)
+                if prefix is None:
+                    prefix = self._float_prefix(key)
+                parts.append(prefix + _double(value))
+            elif kind is int or kind is bool:
+                numbers = self._numbers
+                # The type in the key: True == 1, but they encode differently.
+                encoded = numbers.get((key, kind, value))
+                if encoded is None:
+                    encoded = self._attribute(b"\x4a", key, value)
+                    if encoded is None:
+                        continue
+                    if len(numbers) >= MAX_CACHED_ATTRIBUTES:
+                        numbers.clear()
+                    numbers[key, kind, value] = encoded
                 parts.append(encoded)
             else:
                 encoded = self._attribute(b"\x4a", key, value)
                 if encoded is not None:
                     parts.append(encoded)
+
+    def _float_prefix(self, key: str) -> bytes:
+        """A double attribute's field up to its 8 value bytes (the same for every value)."""
+        key_field = _string(b"\x0a", key)
+        prefix = b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+        if len(self._float_prefixes) >= MAX_CACHED_NAMES:
+            self._float_prefixes.clear()
+        self._float_prefixes[key] = prefix
+        return prefix
 
     def _attribute(self, tag: bytes, key: str, value: Any) -> bytes | None:
         """One attribute as the field ``tag``, or None (logged) when it cannot be encoded."""

@@ -88,6 +88,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         "_parent",
         "_record_exception",
         "_set_status_on_exception",
+        "_simple",
         "_span_id",
         "_start_time",
         "_status",
@@ -130,6 +131,10 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._context = None
+        # Nothing but ids, name, kind, times and attributes to encode (no trace state,
+        # events, links, dropped attributes or status; a parent of ours, or none):
+        # the encoder's short path. Cleared by whatever adds one of those.
+        self._simple = trace_state is None and (parent is None or parent.__class__ is PipelineSpan)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(name="{self._name}", context={self.get_span_context()})'
@@ -198,6 +203,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         events = self._events
         if events is None:
             events = self._events = BoundedList(limits.max_events)
+            self._simple = False
         events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
@@ -216,6 +222,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         links = self._links
         if links is None:
             links = self._links = BoundedList(limits.max_links)
+            self._simple = False
         links.append(Link(context=context, attributes=bounded))
 
     def update_name(self, name: str) -> None:
@@ -240,10 +247,12 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
                     description,
                 )
             self._status = status
+            self._simple = False
         elif isinstance(status, StatusCode):
             if status is StatusCode.UNSET:
                 return
             self._status = Status(status, description)
+            self._simple = False
 
     def record_exception(
         self,
@@ -305,6 +314,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         """``BoundedAttributes.__setitem__``: cleaning, invalid keys, the count limit."""
         if self._tracer._max_attributes == 0:
             self._dropped_attributes += 1
+            self._simple = False
             return
         if not key or not isinstance(key, str):
             _attributes_logger.warning(
@@ -312,6 +322,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
                 key,
             )
             self._dropped_attributes += 1
+            self._simple = False
             return
         self._store(key, _clean_attribute_value(value, self._tracer._max_length_or_none))
 
@@ -320,9 +331,11 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         tracer = self._tracer
         if tracer._max_attributes == 0:
             self._dropped_attributes += len(attributes)
+            self._simple = False
             return
         cleaned = _clean_attribute_value(attributes, tracer._max_length_or_none)
         self._dropped_attributes += len(attributes) - len(cleaned)
+        self._simple = False
         for key, value in cleaned.items():
             self._store(key, value)
 
@@ -338,6 +351,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
             )
             del attributes[next(iter(attributes))]
             self._dropped_attributes += 1
+            self._simple = False
         attributes[key] = value
 
     # ------------------------------------------------- ReadableSpan properties

@@ -68,6 +68,7 @@ _SAMPLED = TraceFlags.SAMPLED
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
 # One TraceFlags object per value: SpanContext wants the type, not a bare int.
 _FLAGS = {value: TraceFlags(value) for value in range(4)}
+_ROOT_FLAGS = _FLAGS[_SAMPLED | _RANDOM]
 _getrandbits = random.getrandbits
 
 
@@ -111,6 +112,16 @@ class PipelineTracer(sdk_trace.Tracer):
         # Set by the provider: whether spans are ours, and what receives them at end.
         self._fast = provider._fast
         self._on_end: Callable[[PipelineSpan], None] | None = provider._on_end
+        self._update_fast_path()
+
+    def _set_tracer_config(self, tracer_config: Any) -> None:
+        super()._set_tracer_config(tracer_config)
+        self._update_fast_path()
+
+    def _update_fast_path(self) -> None:
+        # The inline path: our spans, an enabled tracer, the default sampler, random ids.
+        self._quick = (self._fast and self._tracer_config.is_enabled
+                       and self._default_sampler and self._random_ids)
 
     def start_as_current_span(
         self,
@@ -130,8 +141,10 @@ class PipelineTracer(sdk_trace.Tracer):
                 set_status_on_exception, end_on_exit,
             )
         return _CurrentSpan(
-            self, name, context, kind, attributes, links, start_time, record_exception,
-            set_status_on_exception, end_on_exit,
+            self,
+            (name, context, kind, attributes, links, start_time, record_exception,
+             set_status_on_exception),
+            end_on_exit,
         )
 
     def start_span(
@@ -145,11 +158,53 @@ class PipelineTracer(sdk_trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace_api.Span:
+        if self._quick:
+            current = (self._context_var.get() if context is None else context).get(_SPAN_KEY)
+            # ParentBased(ALWAYS_ON) under a sampled span of ours: the child takes the
+            # parent's trace id, flags (sampled, random trace id) and trace state.
+            if current.__class__ is PipelineSpan and current._flags & _SAMPLED:
+                span = PipelineSpan(
+                    self, name, current._trace_id, _getrandbits(64) or _span_id(),
+                    current._flags, current._trace_state, current, kind,
+                    time_ns() if start_time is None else start_time,
+                    record_exception, set_status_on_exception,
+                )
+            elif current is None:
+                # A root: sampled, random trace id, no trace state.
+                span = PipelineSpan(
+                    self, name, _getrandbits(128) or _trace_id(), _getrandbits(64) or _span_id(),
+                    _ROOT_FLAGS, None, None, kind,
+                    time_ns() if start_time is None else start_time,
+                    record_exception, set_status_on_exception,
+                )
+            else:
+                return self._start_span(name, context, kind, attributes, links, start_time,
+                                        record_exception, set_status_on_exception)
+            if attributes:
+                _set_initial_attributes(span, attributes)
+            if links:
+                _add_initial_links(span, links)
+            return span
         if not self._fast or not self._tracer_config.is_enabled:
             return super().start_span(
                 name, context, kind, attributes, links, start_time, record_exception,
                 set_status_on_exception,
             )
+        return self._start_span(name, context, kind, attributes, links, start_time,
+                                record_exception, set_status_on_exception)
+
+    def _start_span(
+        self,
+        name: str,
+        context: Context | None,
+        kind: SpanKind,
+        attributes: types.Attributes,
+        links: Sequence[trace_api.Link] | None,
+        start_time: int | None,
+        record_exception: bool,
+        set_status_on_exception: bool,
+    ) -> trace_api.Span:
+        """The SDK tracer's start_span, for any sampler, id generator and parent."""
         current = (self._context_var.get() if context is None else context).get(_SPAN_KEY)
         # The parent: one of our spans (read directly), another span's context, or none.
         if current.__class__ is PipelineSpan:
@@ -169,9 +224,7 @@ class PipelineTracer(sdk_trace.Tracer):
                 parent_state = parent.trace_state
         if parent is None:
             if self._random_ids:
-                trace_id = _getrandbits(128)
-                while trace_id == _INVALID_TRACE_ID:
-                    trace_id = _getrandbits(128)
+                trace_id = _getrandbits(128) or _trace_id()
             else:
                 trace_id = self.id_generator.generate_trace_id()
 
@@ -199,9 +252,7 @@ class PipelineTracer(sdk_trace.Tracer):
         flags = _FLAGS[(_SAMPLED if sampled else 0) | (_RANDOM if random_trace_id else 0)]
 
         if self._random_ids:
-            span_id = _getrandbits(64)
-            while span_id == _INVALID_SPAN_ID:
-                span_id = _getrandbits(64)
+            span_id = _getrandbits(64) or _span_id()
         else:
             span_id = self.id_generator.generate_span_id()
 
@@ -219,6 +270,21 @@ class PipelineTracer(sdk_trace.Tracer):
         if links:
             _add_initial_links(span, links)
         return span
+
+
+def _span_id() -> int:
+    """A random span id other than the invalid 0 (getrandbits gave 0)."""
+    span_id = _getrandbits(64)
+    while span_id == _INVALID_SPAN_ID:
+        span_id = _getrandbits(64)
+    return span_id
+
+
+def _trace_id() -> int:
+    trace_id = _getrandbits(128)
+    while trace_id == _INVALID_TRACE_ID:
+        trace_id = _getrandbits(128)
+    return trace_id
 
 
 def _set_initial_attributes(span: PipelineSpan, attributes: types.Attributes) -> None:
@@ -255,6 +321,7 @@ def _add_initial_links(span: PipelineSpan, links: Sequence[trace_api.Link]) -> N
             )
             valid.append(link)
     span._links = sdk_trace.BoundedList.from_seq(limits.max_links, valid)
+    span._simple = False
 
 
 class _CurrentSpan:
@@ -264,19 +331,18 @@ class _CurrentSpan:
     decorated function, sync or async, gets its own span.
     """
 
-    __slots__ = ("_arguments", "_span", "_token", "_tracer")
+    __slots__ = ("_arguments", "_end_on_exit", "_span", "_token", "_tracer", "_var")
 
-    def __init__(self, tracer: PipelineTracer, *arguments: Any) -> None:
+    def __init__(self, tracer: PipelineTracer, arguments: tuple[Any, ...],
+                 end_on_exit: bool) -> None:
         self._tracer = tracer
+        # start_span's arguments, in order.
         self._arguments = arguments
-        self._span: trace_api.Span | None = None
-        self._token: Any = None
+        self._end_on_exit = end_on_exit
 
     def __enter__(self) -> trace_api.Span:
-        tracer = self._tracer
-        arguments = self._arguments
-        span = self._span = tracer.start_span(*arguments[:8])
-        var = tracer._context_var
+        span = self._span = self._tracer.start_span(*self._arguments)
+        var = self._var = self._tracer._context_var
         context = Context(var.get())
         dict.__setitem__(context, _SPAN_KEY, span)
         self._token = var.set(context)
@@ -290,13 +356,13 @@ class _CurrentSpan:
     ) -> bool:
         span = self._span
         try:
-            self._tracer._context_var.reset(self._token)
+            self._var.reset(self._token)
         except Exception:  # as opentelemetry.context.detach does
             _context_logger.exception("Failed to detach context")
-        arguments = self._arguments
         # use_span's rules: Exception subclasses only (not GeneratorExit and the like),
         # recorded as not escaped.
-        if isinstance(exc_val, Exception) and span.is_recording():
+        if exc_val is not None and isinstance(exc_val, Exception) and span.is_recording():
+            arguments = self._arguments
             if arguments[6]:
                 span.record_exception(exc_val)
             if arguments[7]:
@@ -306,12 +372,12 @@ class _CurrentSpan:
                         description=f"{type(exc_val).__name__}: {exc_val}",
                     )
                 )
-        if arguments[8]:
+        if self._end_on_exit:
             span.end()
         return False
 
     def _recreate(self) -> _CurrentSpan:
-        return _CurrentSpan(self._tracer, *self._arguments)
+        return _CurrentSpan(self._tracer, self._arguments, self._end_on_exit)
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(func):
@@ -434,3 +500,4 @@ class PipelineTracerProvider(TracerProvider):
             for tracer in self._tracers.values():
                 tracer._on_end = on_end
                 tracer._fast = self._fast
+                tracer._update_fast_path()
