@@ -30,11 +30,11 @@ import inspect
 import logging
 import random
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from time import time_ns
 from types import TracebackType
 from typing import Any
-from warnings import filterwarnings
 
 from opentelemetry import context as context_api
 from opentelemetry import trace as trace_api
@@ -433,14 +433,11 @@ class PipelineTracerProvider(TracerProvider):
             sdk_trace.logger.error("get_tracer called with missing module name.")
         if instrumenting_library_version is None:
             instrumenting_library_version = ""
-        filterwarnings(
-            "ignore",
-            message=r"You should use InstrumentationScope. Deprecated since version 1.11.1.",
-            category=DeprecationWarning,
-            module="opentelemetry.sdk.trace",
-        )
-        info = InstrumentationInfo(instrumenting_module_name, instrumenting_library_version,
-                                   schema_url)
+        with warnings.catch_warnings():
+            # The SDK's tracer still takes the deprecated InstrumentationInfo.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            info = InstrumentationInfo(instrumenting_module_name, instrumenting_library_version,
+                                       schema_url)
         scope = InstrumentationScope(instrumenting_module_name, instrumenting_library_version,
                                      schema_url, attributes)
         with self._tracers_lock:
