@@ -462,13 +462,18 @@ class PipelineTracerProvider(TracerProvider):
     def add_span_processor(self, span_processor: SpanProcessor) -> None:
         from clstock_otel_distro.sdk.pipeline.processor import PipelineSpanProcessor
 
-        super().add_span_processor(span_processor)
         if isinstance(span_processor, PipelineSpanProcessor):
+            super().add_span_processor(span_processor)
             with self._pipeline_lock:
                 self._pipeline_processors += (span_processor,)
                 self._update_tracers()
-        else:
-            self._step_aside(f"span processor {type(span_processor).__name__} was added")
+            return
+        # Called on the application's threads: a failing processor must not reach it.
+        super().add_span_processor(_GuardedProcessor(span_processor))
+        exporter = getattr(span_processor, "span_exporter", None)
+        described = type(span_processor).__name__ + (
+            f" (exporter {type(exporter).__name__})" if exporter is not None else "")
+        self._step_aside(f"span processor {described} was added")
 
     def _step_aside(self, reason: str) -> None:
         with self._pipeline_lock:
@@ -498,3 +503,53 @@ class PipelineTracerProvider(TracerProvider):
                 tracer._on_end = on_end
                 tracer._fast = self._fast
                 tracer._update_fast_path()
+
+
+class _GuardedProcessor(SpanProcessor):
+    """A span processor whose exceptions are logged (once at warning) instead of raised.
+
+    Everything else (``span_exporter``, settings) reads through to the processor.
+    """
+
+    def __init__(self, processor: SpanProcessor) -> None:
+        self._processor = processor
+        self._warned = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+    def _failed(self, method: str, span: Any) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        _logger.log(
+            level, "clstock-otel: span processor %s raised in %s for span %r; the application "
+            "goes on, the span goes on to the other processors (later failures are logged "
+            "at debug)", type(self._processor).__name__, method, getattr(span, "name", None),
+            exc_info=True)
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        try:
+            self._processor.on_start(span, parent_context=parent_context)
+        except Exception:
+            self._failed("on_start", span)
+
+    def _on_ending(self, span: Any) -> None:
+        on_ending = getattr(self._processor, "_on_ending", None)  # not in every processor
+        if on_ending is None:
+            return
+        try:
+            on_ending(span)
+        except Exception:
+            self._failed("_on_ending", span)
+
+    def on_end(self, span: Any) -> None:
+        try:
+            self._processor.on_end(span)
+        except Exception:
+            self._failed("on_end", span)
+
+    def shutdown(self) -> None:
+        self._processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
