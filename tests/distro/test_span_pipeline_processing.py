@@ -88,7 +88,7 @@ def test_full_queue_drops_the_oldest_and_warns_once(
         for index in range(20):
             tracer.start_span(f"q{index}").end()
     assert created.processor.dropped == 12
-    assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "Queue full, dropping Span" in r.getMessage()]) == 1
     sender.release.set()
     assert created.processor.force_flush(5000)
     assert _span_names(created.capture) == ["first", "second"] + [f"q{i}" for i in range(12, 20)]

@@ -157,10 +157,11 @@ class PipelineSpanProcessor(SpanProcessor):
         now = time.monotonic()
         if now - self._last_drop_warning >= _DROP_WARNING_INTERVAL:
             self._last_drop_warning = now
+            # Worded as the SDK's processor words it, for whoever searches logs for it.
             _logger.warning(
-                "clstock-otel: span queue full (max_queue_size=%d, exporter slower than the "
-                "spans arrive): %d span(s) dropped, the oldest first",
-                self._max_queue_size, self._dropped_unreported)
+                "Queue full, dropping Span: %d dropped, the oldest first (max_queue_size=%d; "
+                "the exporter is slower than spans arrive)",
+                self._dropped_unreported, self._max_queue_size)
             self._dropped_unreported = 0
 
     # ---------------------------------------------------------------- export
