@@ -59,13 +59,17 @@ def _readable(span: Any) -> dict[str, Any]:
 
 def test_recording_spans_are_pipeline_spans_and_readable(pipelines: Pipelines) -> None:
     """Spans are PipelineSpans, yet Span and ReadableSpan instances, with the SDK's context."""
-    sdk_span, our_span = run_both(pipelines, lambda p: p.get_tracer("t").start_span("s"))
+    sdk_span, our_span = run_both(pipelines,
+                                 lambda p: p.get_tracer("t").start_span("s", start_time=1))
     assert type(our_span) is PipelineSpan
     assert isinstance(our_span, trace.Span) and isinstance(our_span, ReadableSpan)
     assert our_span.get_span_context() == sdk_span.get_span_context()
     assert our_span.get_span_context().trace_flags == TraceFlags(0x03)  # sampled, random id
     assert our_span.resource is pipelines.pipeline.resource
     assert our_span.instrumentation_scope == sdk_span.instrumentation_scope
+    sdk_span.end(5)
+    our_span.end(5)
+    assert our_span.to_json() == sdk_span.to_json()
 
 
 def test_attribute_validation_matches_the_sdk(pipelines: Pipelines,

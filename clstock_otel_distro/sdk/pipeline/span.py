@@ -402,3 +402,16 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
     @property
     def instrumentation_info(self) -> Any:
         return self._tracer.instrumentation_info
+
+    def to_readable(self) -> ReadableSpan:
+        """An SDK ``ReadableSpan`` with this span's data (for code that wants the SDK's type)."""
+        return ReadableSpan(
+            name=self._name, context=self.get_span_context(), parent=self.parent,
+            resource=self.resource, attributes=BoundedAttributes(attributes=self._attributes),
+            events=self.events, links=self.links, kind=self._kind, status=self._status,
+            start_time=self._start_time, end_time=self._end_time,
+            instrumentation_scope=self.instrumentation_scope,
+        )
+
+    def to_json(self, indent: int | None = 4) -> str:
+        return self.to_readable().to_json(indent)
