@@ -103,7 +103,7 @@ from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE
 from clstock_otel_distro.patches import otlp_attribute_cache as _attribute_cache
 from clstock_otel_distro.patches import resource_hash as _resource_hash
-from clstock_otel_distro.sdk import pipeline as _span_pipeline
+from clstock_otel_distro.sdk.pipeline import wiring as _span_pipeline
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 

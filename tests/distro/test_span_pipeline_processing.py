@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -196,6 +197,7 @@ print("PROVIDER", type(provider).__name__, getattr(provider, "pipeline_active", 
 with trace.get_tracer("t").start_as_current_span("s") as span:
     print("SPAN", type(span).__name__)
 import os
+import sys
 os._exit(0)
 """
 
@@ -249,3 +251,28 @@ with tracer.start_as_current_span("request") as span:
         assert request.resource["service.name"] == "clstock"
     finally:
         receiver.stop()
+
+
+def test_pipeline_that_cannot_load_leaves_the_sdk_pipeline(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An OpenTelemetry release the pipeline cannot load with: SDK processor, one warning."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk import _configuration
+
+    from clstock_otel_distro.sdk.pipeline import wiring
+    from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
+
+    wiring._pipeline.cache_clear()
+    monkeypatch.setitem(sys.modules, "clstock_otel_distro.sdk.pipeline.processor", None)
+    monkeypatch.delattr("clstock_otel_distro.sdk.pipeline.processor", raising=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger=PIPELINE_LOGGER):
+            processor = wiring.build_span_processor(OTLPSpanExporter())
+            with wiring.sdk_builds_pipeline_provider():
+                assert _configuration.TracerProvider is TracerProvider
+        assert type(processor) is RedactingBatchSpanProcessor
+        processor.shutdown()
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "cannot load" in lines[0]
+    finally:
+        wiring._pipeline.cache_clear()

@@ -31,14 +31,8 @@ wire format is proven by ``tests/distro/test_span_pipeline_wire.py``.
 
 from __future__ import annotations
 
-from clstock_otel_distro.sdk.pipeline.processor import PipelineSpanProcessor
-from clstock_otel_distro.sdk.pipeline.span import PipelineSpan
-from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracer, PipelineTracerProvider
-from clstock_otel_distro.sdk.pipeline.wiring import (
-    build_span_processor,
-    pipeline_enabled,
-    sdk_builds_pipeline_provider,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "PipelineSpan",
@@ -49,3 +43,23 @@ __all__ = [
     "pipeline_enabled",
     "sdk_builds_pipeline_provider",
 ]
+
+# Loaded on first use: the configurator imports this package whatever the installed
+# OpenTelemetry, and only .wiring must import (it falls back to the SDK's pipeline
+# when the others cannot be loaded).
+_WHERE = {
+    "PipelineSpan": "span",
+    "PipelineSpanProcessor": "processor",
+    "PipelineTracer": "tracer",
+    "PipelineTracerProvider": "tracer",
+    "build_span_processor": "wiring",
+    "pipeline_enabled": "wiring",
+    "sdk_builds_pipeline_provider": "wiring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -18,6 +18,8 @@ Two hooks, both used by :mod:`clstock_otel_distro.configurator`:
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -29,9 +31,6 @@ from clstock_otel_distro.environment_variables import (
     DEFAULT_CLSTOCK_SPAN_PIPELINE,
     OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE,
 )
-from clstock_otel_distro.sdk.pipeline.processor import PipelineSpanProcessor
-from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracerProvider
-from clstock_otel_distro.sdk.pipeline.transport import otlp_http_sender
 from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
 
 __all__ = [
@@ -56,13 +55,31 @@ def pipeline_enabled() -> bool:
     return choice == PIPELINE_FAST
 
 
+@functools.lru_cache(maxsize=1)
+def _pipeline() -> Any:
+    """The pipeline's modules, or None (logged once) when they cannot load here.
+
+    They use private parts of the OpenTelemetry API and SDK (attribute cleaning, the
+    current-span context key, the SDK tracer's internals); an OpenTelemetry release
+    that changed them must leave the process traced by the SDK, not untraced.
+    """
+    try:
+        from clstock_otel_distro.sdk.pipeline import processor, tracer, transport
+    except Exception as exc:
+        _logger.warning("clstock-otel: the span pipeline cannot load with the installed "
+                        "OpenTelemetry (%s: %s); spans are the SDK's", type(exc).__name__, exc)
+        return None
+    return processor, tracer, transport
+
+
 @contextlib.contextmanager
 def sdk_builds_pipeline_provider() -> Iterator[None]:
     """Within the block, the SDK's configuration constructs a PipelineTracerProvider."""
-    if not pipeline_enabled():
+    pipeline = _pipeline() if pipeline_enabled() else None
+    if pipeline is None:
         yield
         return
-    import importlib
+    provider_class = pipeline[1].PipelineTracerProvider
 
     module: Any = importlib.import_module(_SDK_CONFIGURATION)
     if module.__dict__.get("TracerProvider") is not TracerProvider or not callable(
@@ -71,20 +88,24 @@ def sdk_builds_pipeline_provider() -> Iterator[None]:
                      "knows; spans are the SDK's", _SDK_CONFIGURATION)
         yield
         return
-    module.TracerProvider = PipelineTracerProvider
+    module.TracerProvider = provider_class
     try:
         yield
     finally:
-        if module.TracerProvider is PipelineTracerProvider:
+        if module.TracerProvider is provider_class:
             module.TracerProvider = TracerProvider
 
 
 def build_span_processor(span_exporter: Any, **settings: Any) -> SpanProcessor:
     """The processor for one span exporter (settings: the BatchSpanProcessor arguments)."""
-    if pipeline_enabled():
-        sender = otlp_http_sender(span_exporter)
+    pipeline = _pipeline() if pipeline_enabled() else None
+    if pipeline is not None:
+        processor, _, transport = pipeline
+        sender = transport.otlp_http_sender(span_exporter)
         if sender is not None:
-            return PipelineSpanProcessor(span_exporter, sender, **settings)
-        _logger.debug("clstock-otel: %s is not the OTLP/HTTP protobuf span exporter",
+            return processor.PipelineSpanProcessor(span_exporter, sender, **settings)
+        # Not the OTLP/HTTP exporter, or one whose private client has another shape:
+        # the provider steps aside when it gets the SDK processor (and says so).
+        _logger.debug("clstock-otel: no span pipeline for the %s exporter",
                       type(span_exporter).__name__)
     return RedactingBatchSpanProcessor(span_exporter, **settings)
