@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE
 from clstock_otel_distro.sdk.pipeline import pipeline_enabled
+from clstock_otel_distro.sdk.pipeline import span as span_module
 from clstock_otel_distro.tools.otlp_receiver import OTLPReceiver
 from tests.distro.pipeline_testing import Capture, Pipelines, normalized, run_both, sdk_request
 
@@ -155,7 +157,13 @@ def test_a_forked_child_starts_with_its_own_queue_and_thread() -> None:
     try:
         tracer = created.pipeline.get_tracer("t")
         tracer.start_span("parent.before.fork").end()
-        pid = os.fork()
+        # Another thread in the middle of ending a span when the process forks.
+        span_module._end_lock.acquire()
+        try:
+            pid = os.fork()
+        finally:
+            if pid:
+                span_module._end_lock.release()
         if pid == 0:  # the child: report through the exit status only
             ok = False
             try:
@@ -166,8 +174,14 @@ def test_a_forked_child_starts_with_its_own_queue_and_thread() -> None:
                       and _span_names(created.capture) == ["child"])
             finally:
                 os._exit(0 if ok else 1)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        deadline = time.monotonic() + 20
+        while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if waited[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung ending a span")
+        assert os.waitstatus_to_exitcode(waited[1]) == 0
         assert created.processor.force_flush(5000)
         assert _span_names(created.capture) == ["parent.before.fork"]
     finally:
@@ -197,6 +211,7 @@ print("PROVIDER", type(provider).__name__, getattr(provider, "pipeline_active", 
 with trace.get_tracer("t").start_as_current_span("s") as span:
     print("SPAN", type(span).__name__)
 import os
+import signal
 import sys
 os._exit(0)
 """

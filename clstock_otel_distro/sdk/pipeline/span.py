@@ -23,6 +23,7 @@ reads finished spans (an in-memory exporter, a test) sees the SDK's properties.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -65,6 +66,15 @@ UNLIMITED = sys.maxsize
 # Ending is check-then-set; one lock for all spans costs less than one per span and
 # is held for two attribute accesses.
 _end_lock = threading.Lock()
+
+
+def _new_end_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave the child's locked forever.
+    global _end_lock
+    _end_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_end_lock_in_child)
 
 
 def _is_valid_link(context: SpanContext, attributes: types.Attributes) -> bool:

@@ -63,7 +63,6 @@ _context_logger = logging.getLogger("opentelemetry.context")
 
 _INVALID_SPAN_ID = trace_api.INVALID_SPAN_ID
 _INVALID_TRACE_ID = trace_api.INVALID_TRACE_ID
-_INVALID_SPAN = trace_api.INVALID_SPAN
 _SAMPLED = TraceFlags.SAMPLED
 _RANDOM = TraceFlags.RANDOM_TRACE_ID
 # One TraceFlags object per value: SpanContext wants the type, not a bare int.
@@ -412,6 +411,11 @@ class PipelineTracerProvider(TracerProvider):
             self._step_aside("the OpenTelemetry context runtime is not the contextvars one")
         elif parse_boolean_environment_variable(OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED):
             self._step_aside(f"{OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED} is on")
+
+    def _handle_fork(self) -> None:
+        # The SDK's after-fork hook (the provider's lock, the process resource): ours too.
+        self._pipeline_lock = threading.Lock()
+        super()._handle_fork()
 
     @property
     def pipeline_active(self) -> bool:
