@@ -78,8 +78,8 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
 from opentelemetry.semconv._incubating.attributes.service_attributes import SERVICE_INSTANCE_ID
@@ -94,7 +94,7 @@ from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
 from clstock_otel_distro.sdk import prometheus_workers as _prometheus_workers
-from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
+from clstock_otel_distro.sdk.pipeline import wiring as _span_pipeline
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
@@ -216,19 +216,21 @@ _KEPT_BY_DEFAULTS = frozenset(
 
 
 class _CountingProcessorFactory:
-    """``export_span_processor`` for the SDK: a BatchSpanProcessor with explicit settings.
+    """``export_span_processor`` for the SDK: a batch processor with explicit settings.
 
-    The processor scrubs credentials from URL attributes before it queues a span
-    (:mod:`clstock_otel_distro.sdk.redaction`). The factory counts what it built, so that
-    after a failure we know whether every trace exporter got its processor.
+    The span pipeline's processor for the OTLP/HTTP exporter, else a BatchSpanProcessor
+    (:func:`clstock_otel_distro.sdk.pipeline.build_span_processor`). Both scrub
+    credentials from URL attributes (:mod:`clstock_otel_distro.sdk.redaction`). The
+    factory counts what it built, so that after a failure we know whether every trace
+    exporter got its processor.
     """
 
     def __init__(self, **settings: int) -> None:
         self.settings = settings
         self.built = 0
 
-    def __call__(self, span_exporter: SpanExporter) -> BatchSpanProcessor:
-        processor = RedactingBatchSpanProcessor(span_exporter, **self.settings)
+    def __call__(self, span_exporter: SpanExporter) -> SpanProcessor:
+        processor = _span_pipeline.build_span_processor(span_exporter, **self.settings)
         self.built += 1
         return processor
 
@@ -269,7 +271,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
         registry.install(resource_hash.PATCH)
         registry.install(otlp_attribute_cache.PATCH)
         try:
-            with _environ_overrides(plan.scoped_environ):
+            with _environ_overrides(plan.scoped_environ), \
+                    _span_pipeline.sdk_builds_pipeline_provider():
                 super()._configure(**plan.kwargs)
         except Exception as exc:
             _warn_failure("OpenTelemetry SDK configuration failed", exc,
@@ -292,7 +295,7 @@ class ClStockConfigurator(_OTelSDKConfigurator):
                 expected = len(failed.exporters.get("traces", {}))
                 if isinstance(factory, _CountingProcessorFactory) and factory.built < expected:
                     provider.add_span_processor(
-                        RedactingBatchSpanProcessor(_default_otlp_exporter("traces"))
+                        _span_pipeline.build_span_processor(_default_otlp_exporter("traces"))
                     )
                 wants_metrics = plan.scoped_environ[OTEL_METRICS_EXPORTER] != "none"
                 if wants_metrics and not isinstance(metrics.get_meter_provider(), MeterProvider):

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
     "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
     "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "DEFAULT_CLSTOCK_SPAN_PIPELINE",
     "DEFAULT_CLSTOCK_SQLITE3_SPANS",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
@@ -37,6 +38,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
     "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
+    "OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE",
     "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
@@ -62,6 +64,7 @@ DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
 DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
 DEFAULT_CLSTOCK_CLICK_IN_SERVERS = False
 DEFAULT_CLSTOCK_SQLITE3_SPANS = False
+DEFAULT_CLSTOCK_SPAN_PIPELINE = "fast"
 
 OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS = "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS"
 """
@@ -251,4 +254,18 @@ by the next process to start on the host). Point a
 ``file_sd_configs`` entry at ``<dir>/*.json``. Unset: no file is written.
 
 **Default value:** unset
+"""
+
+OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE = "OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE
+
+``fast`` makes recording spans the distro's own (:mod:`clstock_otel_distro.sdk.pipeline`):
+the OpenTelemetry API and the SDK's sampler, span limits, resource and redaction
+unchanged, the same OTLP on the wire, at a fraction of the SDK's cost per span. It
+applies when traces go to the OTLP/HTTP (protobuf) exporter; with any other exporter,
+or once a span processor of another kind is added, the process uses the SDK's spans
+(one log line says so). ``sdk`` uses the SDK's own spans and batch processor.
+
+**Default value:** ``fast``
 """

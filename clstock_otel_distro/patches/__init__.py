@@ -15,6 +15,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``uvicorn_signal_capture``: uvicorn's ``Server.capture_signals``
 - ``system_metrics_fork``: the system-metrics instrumentor's ``_proc`` after a fork
 - ``yfinance_thread_context``: yfinance's ``_download_one_threaded`` and ``_download_one``
+- ``sdk_pipeline_provider``: the ``TracerProvider`` the SDK's configuration builds
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from clstock_otel_distro.patches import (
     fastapi_route_cache,
     otlp_attribute_cache,
     resource_hash,
+    sdk_pipeline_provider,
     system_metrics_fork,
     uvicorn_gc_freeze,
     uvicorn_signal_capture,
@@ -40,4 +42,5 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     uvicorn_signal_capture.PATCH,
     system_metrics_fork.PATCH,
     yfinance_thread_context.PATCH,
+    sdk_pipeline_provider.PATCH,
 )

@@ -84,6 +84,9 @@ class UpstreamPatch:
     default: bool = True
     replaces_symbol: bool = True
     """False for a patch that changes state the symbol names instead of replacing it."""
+    wanted: Callable[[], str | None] | None = None
+    """For a patch of a feature with a setting of its own (no switch): why the feature
+    is off, or None when it is on."""
 
     @property
     def target(self) -> str:
@@ -91,7 +94,13 @@ class UpstreamPatch:
 
     def enabled(self) -> bool:
         """Whether the switch (if any) is on."""
-        return self.switch is None or config.env_bool(self.switch, self.default)
+        return self.off_reason() is None
+
+    def off_reason(self) -> str | None:
+        """Why the patch is off (its switch, or its feature's setting), or None."""
+        if self.switch is not None and not config.env_bool(self.switch, self.default):
+            return f"{self.switch}=false"
+        return self.wanted() if self.wanted is not None else None
 
 
 @dataclass
@@ -144,8 +153,9 @@ def install(patch: UpstreamPatch) -> PatchState:
         record = _records.get(patch.name)
         if record is not None and record.state in (PatchState.WAITING, PatchState.ACTIVE):
             return record.state
-        if not patch.enabled():
-            _records[patch.name] = _Record(PatchState.OFF, f"{patch.switch}=false")
+        off = patch.off_reason()
+        if off is not None:
+            _records[patch.name] = _Record(PatchState.OFF, off)
             return PatchState.OFF
         _records[patch.name] = _Record(PatchState.WAITING)
     applier = _applier(patch)
@@ -208,8 +218,9 @@ def evaluate(patch: UpstreamPatch) -> tuple[PatchState, str]:
     For ``clstock-otel doctor``: ``OFF``, ``ACTIVE`` (would apply), or ``STOOD_ASIDE``
     with the reason.
     """
-    if not patch.enabled():
-        return PatchState.OFF, f"{patch.switch}=false"
+    off = patch.off_reason()
+    if off is not None:
+        return PatchState.OFF, off
     try:
         module = importlib.import_module(patch.module)
     except Exception as exc:
