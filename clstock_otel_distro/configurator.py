@@ -45,23 +45,8 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_COMPRESSION,
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_HEADERS,
-    OTEL_EXPORTER_OTLP_LOGS_COMPRESSION,
-    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
-    OTEL_EXPORTER_OTLP_LOGS_HEADERS,
-    OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
-    OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
-    OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
-    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-    OTEL_EXPORTER_OTLP_METRICS_HEADERS,
-    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_OTLP_TIMEOUT,
-    OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
-    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-    OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-    OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
     OTEL_EXPORTER_ZIPKIN_ENDPOINT,
     OTEL_EXPORTER_ZIPKIN_TIMEOUT,
     OTEL_METRIC_EXPORT_INTERVAL,
@@ -143,59 +128,48 @@ def configurator_ran() -> bool:
 class _Signal:
     name: str
     exporter_var: str
-    group: str
     bases: tuple[type, ...]
     fallback: tuple[str, ...]
-    protocol_var: str
-    endpoint_var: str
-    headers_var: str
-    compression_var: str
-    timeout_var: str
+
+    @property
+    def group(self) -> str:
+        return f"opentelemetry_{self.name}_exporter"
 
     @property
     def http_path(self) -> str:
         return f"v1/{self.name}"
 
+    def otlp_var(self, setting: str) -> str:
+        """The signal's own OTLP exporter variable, e.g. OTEL_EXPORTER_OTLP_TRACES_ENDPOINT."""
+        return f"OTEL_EXPORTER_OTLP_{self.name.upper()}_{setting}"
+
+    @property
+    def protocol_var(self) -> str:
+        return self.otlp_var("PROTOCOL")
+
+    @property
+    def endpoint_var(self) -> str:
+        return self.otlp_var("ENDPOINT")
+
+    @property
+    def headers_var(self) -> str:
+        return self.otlp_var("HEADERS")
+
+    @property
+    def compression_var(self) -> str:
+        return self.otlp_var("COMPRESSION")
+
+    @property
+    def timeout_var(self) -> str:
+        return self.otlp_var("TIMEOUT")
+
 
 _SIGNALS = (
-    _Signal(
-        "traces",
-        OTEL_TRACES_EXPORTER,
-        "opentelemetry_traces_exporter",
-        (SpanExporter,),
-        ("otlp",),
-        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
-        OTEL_EXPORTER_OTLP_TRACES_HEADERS,
-        OTEL_EXPORTER_OTLP_TRACES_COMPRESSION,
-        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
-    ),
-    _Signal(
-        "metrics",
-        OTEL_METRICS_EXPORTER,
-        "opentelemetry_metrics_exporter",
-        (MetricExporter, MetricReader),
-        ("otlp",),
-        OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
-        OTEL_EXPORTER_OTLP_METRICS_HEADERS,
-        OTEL_EXPORTER_OTLP_METRICS_COMPRESSION,
-        OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
-    ),
+    _Signal("traces", OTEL_TRACES_EXPORTER, (SpanExporter,), ("otlp",)),
+    _Signal("metrics", OTEL_METRICS_EXPORTER, (MetricExporter, MetricReader), ("otlp",)),
     # Logs are exported only when OTEL_LOGS_EXPORTER asks for it, so a list of
     # nothing but bad names falls back to no log exporter.
-    _Signal(
-        "logs",
-        OTEL_LOGS_EXPORTER,
-        "opentelemetry_logs_exporter",
-        (LogRecordExporter,),
-        (),
-        OTEL_EXPORTER_OTLP_LOGS_PROTOCOL,
-        OTEL_EXPORTER_OTLP_LOGS_ENDPOINT,
-        OTEL_EXPORTER_OTLP_LOGS_HEADERS,
-        OTEL_EXPORTER_OTLP_LOGS_COMPRESSION,
-        OTEL_EXPORTER_OTLP_LOGS_TIMEOUT,
-    ),
+    _Signal("logs", OTEL_LOGS_EXPORTER, (LogRecordExporter,), ()),
 )
 
 _MAX_METRIC_MILLIS = 86_400_000
