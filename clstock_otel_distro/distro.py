@@ -307,6 +307,10 @@ class ClStockDistro(BaseDistro):
         # cannot wait for the configurator: importing the SDK's logs module already
         # builds a resource, and the SDK logs a traceback for an unknown detector.
         _check_resource_detectors()
+        # Only the well-formed entries of OTEL_RESOURCE_ATTRIBUTES, one warning for the
+        # others: the SDK logs each malformed one, raw and without naming the variable,
+        # whenever it builds a resource (first when the configurator is imported).
+        _config.set_environ(_config.resource_attributes_fix())
         # No default (every URL is traced), only the check: the curl_cffi
         # instrumentation compiles these patterns and would fail to load on a bad one.
         _default_list(OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS, None, _is_regex,
