@@ -94,6 +94,7 @@ from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
 from clstock_otel_distro.sdk import prometheus_workers as _prometheus_workers
 from clstock_otel_distro.sdk.redaction import RedactingBatchSpanProcessor
+from clstock_otel_distro.sdk.repeated_warnings import install_repeated_warning_filter
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
@@ -256,6 +257,9 @@ class ClStockConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         global _configurator_ran
         _configurator_ran = True
+        # Warnings the SDK logs for every span (an attribute cut to the length
+        # limit...): the first of each kind, then a count once a minute.
+        install_repeated_warning_filter()
         try:
             plan = _plan(kwargs)
         except Exception as exc:
