@@ -58,7 +58,12 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
-from clstock_otel_distro.patches import fastapi_route_cache, registry, uvicorn_gc_freeze
+from clstock_otel_distro.patches import (
+    fastapi_route_cache,
+    registry,
+    uvicorn_gc_freeze,
+    uvicorn_unresolved_targets,
+)
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
@@ -318,6 +323,9 @@ class ClStockDistro(BaseDistro):
         # Queued spans provoke full collections that walk the whole start-up heap:
         # freeze it once uvicorn has started.
         registry.install(uvicorn_gc_freeze.PATCH)
+        # A configured target whose module the application never imports is never
+        # patched, silently: said once uvicorn has started (same wrapper as above).
+        registry.install(uvicorn_unresolved_targets.PATCH)
         # The FastAPI instrumentation matches every route again on each request to
         # name its span: remembered per path instead.
         registry.install(fastapi_route_cache.PATCH)
