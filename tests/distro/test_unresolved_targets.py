@@ -176,3 +176,24 @@ def test_under_opentelemetry_instrument_the_defaults_are_silent(run_instrumented
     done = run_instrumented(_SERVE, {"OTEL_TRACES_EXPORTER": "none"})
     assert done.returncode == 0, done.stderr
     assert "not traced" not in done.stderr, done.stderr
+
+
+def test_gc_freeze_and_this_check_share_one_wrapper_of_server_startup():
+    """Both entries active: Server.startup is wrapped once; undone only when both are."""
+    from uvicorn import server
+
+    from clstock_otel_distro.patches import registry, uvicorn_gc_freeze
+    from clstock_otel_distro.patches.registry import PatchState
+
+    original = vars(server.Server)["startup"]
+    entries = (uvicorn_gc_freeze.PATCH, uvicorn_unresolved_targets.PATCH)
+    try:
+        assert [registry.install(entry) for entry in entries] == [PatchState.ACTIVE] * 2
+        wrapper = vars(server.Server)["startup"]
+        assert wrapper is not original and wrapper.__wrapped__ is original
+        registry.uninstall(uvicorn_gc_freeze.PATCH)
+        assert vars(server.Server)["startup"] is wrapper
+    finally:
+        for entry in entries:
+            registry.uninstall(entry)
+    assert vars(server.Server)["startup"] is original

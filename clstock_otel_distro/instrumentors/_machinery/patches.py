@@ -94,7 +94,8 @@ class LazyPatch:
         self._armed = True
         if self.origin is not None:
             with _watched_lock:
-                _watched.append(self)
+                if self not in _watched:
+                    _watched.append(self)
         wrapt.register_post_import_hook(self._on_import, self.module)
         return self
 
