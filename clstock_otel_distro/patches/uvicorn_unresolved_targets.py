@@ -41,7 +41,7 @@ def report_never_imported(moment: str) -> None:
     by_origin: dict[str, list[tuple[str, str, int]]] = {}
     with _lock:
         for lazy in never_imported():
-            key = (lazy.origin or "", lazy.describe())
+            key = (lazy.origin or "", lazy.configured_as())
             if key in _reported:
                 continue
             _reported.add(key)

@@ -28,7 +28,7 @@ _TARGETS = {
         "data.stock_data:StockDataProvider,nonexistent.provider:Provider",
         ["nonexistent.provider:Provider"]),
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS": ("nonexistent.module:Nope.run",
-                                          ["nonexistent.module:Nope"]),
+                                          ["nonexistent.module:Nope.run"]),
 }
 _RESOURCE_ATTRIBUTES = "=,,x,team=quant"
 _TRUNCATING = "String attribute value exceeds max length of 4096, truncating."

@@ -129,6 +129,10 @@ class LazyPatch:
     def describe(self) -> str:
         return self.module
 
+    def configured_as(self) -> str:
+        """The target as its origin names it."""
+        return self.describe()
+
     def named_by(self) -> str:
         """`` (origin)`` for a log line about this patch's target, or nothing."""
         return f" ({self.origin})" if self.origin else ""
@@ -236,6 +240,12 @@ class ClassPatch(LazyPatch):
 
     def describe(self) -> str:
         return f"{self.module}:{self.qualname}"
+
+    def configured_as(self) -> str:
+        # A method named on its own (OTEL_PYTHON_CLSTOCK_TRACE_METHODS) as it was written.
+        if self.require_methods and len(self.methods) == 1:
+            return f"{self.describe()}.{next(iter(self.methods))}"
+        return self.describe()
 
     def _apply(self, module: ModuleType) -> None:
         try:
