@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from opentelemetry.sdk import environment_variables as sv
 
@@ -50,10 +50,13 @@ __all__ = [
     "env_headers",
     "env_int",
     "env_list",
+    "env_resource_attributes",
     "env_str",
     "env_targets",
     "env_url",
     "is_secret",
+    "resource_attribute_keys",
+    "resource_attributes_fix",
     "resource_detectors",
     "set_environ",
     "switch",
@@ -286,6 +289,61 @@ def env_headers(name: str) -> str | None:
     kept = f"the {len(good)} well-formed entries" if good else "no headers"
     warn_invalid(name, value, reason, kept)
     return ",".join(good)
+
+
+def _resource_entry_problem(entry: str) -> str | None:
+    # What the SDK's OTELResourceDetector and BoundedAttributes reject (each with a
+    # log line of their own, every time a resource is built).
+    key, sep, _ = entry.partition("=")
+    if not sep:
+        return "no '='"
+    if not key.strip():
+        return "an empty key"
+    return None
+
+
+def env_resource_attributes(name: str = sv.OTEL_RESOURCE_ATTRIBUTES) -> str | None:
+    """The well-formed ``key=value`` entries of ``OTEL_RESOURCE_ATTRIBUTES``; None when unset.
+
+    Parsed as the SDK parses it (entries split on ``,``, then on the first ``=``; the
+    key stripped; the value stripped and percent-decoded, possibly empty). An entry
+    without ``=`` or with an empty key is dropped, with one warning naming the
+    variable, the value and those entries; empty entries (``a=1,,b=2``) are ignored.
+    When every entry is well formed the value is returned unchanged; when none is,
+    the empty string.
+    """
+    value = _raw(name)
+    if value is None:
+        return None
+    entries = [entry for entry in value.split(",") if entry.strip()]
+    problems = [(entry, _resource_entry_problem(entry)) for entry in entries]
+    bad = [f"{entry.strip()!r} ({problem})" for entry, problem in problems if problem]
+    if not bad:
+        return value
+    good = [entry.strip() for entry, problem in problems if problem is None]
+    reason = ("malformed entries " if len(bad) > 1 else "malformed entry ") + ", ".join(bad) \
+        + "; expected key=value"
+    warn_invalid(name, value, reason, "the other entries" if good else "no attributes from it")
+    return ",".join(good)
+
+
+def resource_attributes_fix() -> dict[str, str | None]:
+    """What :func:`set_environ` must change so the SDK reads only well-formed
+    ``OTEL_RESOURCE_ATTRIBUTES`` entries: nothing, the cleaned value, or its removal."""
+    cleaned = env_resource_attributes()
+    if cleaned is None or cleaned == _raw(sv.OTEL_RESOURCE_ATTRIBUTES):
+        return {}
+    return {sv.OTEL_RESOURCE_ATTRIBUTES: cleaned or None}
+
+
+def resource_attribute_keys(name: str = sv.OTEL_RESOURCE_ATTRIBUTES) -> set[str]:
+    """The keys ``OTEL_RESOURCE_ATTRIBUTES`` gives a non-empty value (malformed entries aside)."""
+    keys = set()
+    for entry in (env_resource_attributes(name) or "").split(","):
+        key, sep, value = entry.partition("=")
+        if sep and key.strip() and unquote(value.strip()):
+            keys.add(key.strip())
+    return keys
 
 
 def _parse_target(entry: str) -> tuple[str, str] | None:

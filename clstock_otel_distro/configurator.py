@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from opentelemetry import metrics, trace
 from opentelemetry.environment_variables import (
@@ -80,6 +79,7 @@ from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
 from clstock_otel_distro.sdk import prometheus_workers as _prometheus_workers
 from clstock_otel_distro.sdk.pipeline import wiring as _span_pipeline
+from clstock_otel_distro.sdk.repeated_warnings import install_repeated_warning_filter
 from clstock_otel_distro.sdk.shutdown import install_exit_hooks
 from clstock_otel_distro.version import __version__
 
@@ -233,6 +233,9 @@ class ClStockConfigurator(_OTelSDKConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         global _configurator_ran
         _configurator_ran = True
+        # Warnings the SDK logs for every span (an attribute cut to the length
+        # limit...): the first of each kind, then a count once a minute.
+        install_repeated_warning_filter()
         try:
             plan = _plan(kwargs)
         except Exception as exc:
@@ -421,11 +424,7 @@ def _plan_empty(plan: _Plan) -> None:
 
 def _environment_resource_keys() -> set[str]:
     """Resource keys OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME give a non-empty value."""
-    keys = set()
-    for item in _config.env_list(OTEL_RESOURCE_ATTRIBUTES):
-        key, sep, value = item.partition("=")
-        if sep and unquote(value.strip()):
-            keys.add(key.strip())
+    keys = _config.resource_attribute_keys()
     if _config.env_str(OTEL_SERVICE_NAME):
         keys.add(SERVICE_NAME)
     return keys
@@ -442,6 +441,7 @@ def _plan_resource(plan: _Plan) -> None:
         # process.pid must follow the new process.
         plan.lasting_environ[OTEL_EXPERIMENTAL_RESOURCE_DETECTORS] = ",".join(detectors)
 
+    _plan_resource_attributes(plan)
     attributes = dict(plan.kwargs.get("resource_attributes") or {})
     attributes.setdefault(TELEMETRY_DISTRO_NAME, DISTRO_NAME)
     attributes.setdefault(TELEMETRY_DISTRO_VERSION, __version__)
@@ -455,6 +455,17 @@ def _plan_resource(plan: _Plan) -> None:
     if "service_instance" not in available and SERVICE_INSTANCE_ID not in from_environment:
         attributes.setdefault(SERVICE_INSTANCE_ID, str(uuid.uuid4()))
     plan.kwargs["resource_attributes"] = attributes
+
+
+def _plan_resource_attributes(plan: _Plan) -> None:
+    """Only the well-formed entries of OTEL_RESOURCE_ATTRIBUTES reach the SDK.
+
+    The SDK logs each malformed entry (raw, without naming the variable) every time
+    it builds a resource. The distro already did this before the SDK's first
+    resource; this covers a configurator run without it. Written for good, since
+    every later ``Resource.create()`` reads the variable again.
+    """
+    plan.lasting_environ.update(_config.resource_attributes_fix())
 
 
 def _plan_protocols(plan: _Plan) -> dict[str, str | None]:

@@ -58,7 +58,12 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS,
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
-from clstock_otel_distro.patches import fastapi_route_cache, registry, uvicorn_gc_freeze
+from clstock_otel_distro.patches import (
+    fastapi_route_cache,
+    registry,
+    uvicorn_gc_freeze,
+    uvicorn_unresolved_targets,
+)
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
@@ -307,6 +312,10 @@ class ClStockDistro(BaseDistro):
         # cannot wait for the configurator: importing the SDK's logs module already
         # builds a resource, and the SDK logs a traceback for an unknown detector.
         _check_resource_detectors()
+        # Only the well-formed entries of OTEL_RESOURCE_ATTRIBUTES, one warning for the
+        # others: the SDK logs each malformed one, raw and without naming the variable,
+        # whenever it builds a resource (first when the configurator is imported).
+        _config.set_environ(_config.resource_attributes_fix())
         # No default (every URL is traced), only the check: the curl_cffi
         # instrumentation compiles these patterns and would fail to load on a bad one.
         _default_list(OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS, None, _is_regex,
@@ -314,6 +323,9 @@ class ClStockDistro(BaseDistro):
         # Queued spans provoke full collections that walk the whole start-up heap:
         # freeze it once uvicorn has started.
         registry.install(uvicorn_gc_freeze.PATCH)
+        # A configured target whose module the application never imports is never
+        # patched, silently: said once uvicorn has started (same wrapper as above).
+        registry.install(uvicorn_unresolved_targets.PATCH)
         # The FastAPI instrumentation matches every route again on each request to
         # name its span: remembered per path instead.
         registry.install(fastapi_route_cache.PATCH)

@@ -37,6 +37,7 @@ from clstock_otel_distro.instrumentors._machinery import (
     clstock_telemetry,
     configured_targets,
     install_all,
+    targets_origin,
     traced,
 )
 
@@ -58,13 +59,15 @@ class ClStockMethodsInstrumentor(PatchingInstrumentor):
         wrapper = traced(telemetry, _SPEC)
         targets, missing_level = configured_targets(
             kwargs, OTEL_PYTHON_CLSTOCK_TRACE_METHODS, DEFAULT_CLSTOCK_TRACE_METHODS)
+        origin = targets_origin(kwargs, OTEL_PYTHON_CLSTOCK_TRACE_METHODS)
         patches = []
         for module, qualname in targets:
             owner, _, name = qualname.rpartition(".")
             if owner:  # module:Class.method
                 patches.append(ClassPatch(module, owner, {name: wrapper}, group=telemetry,
-                                          missing_level=missing_level, require_methods=True))
+                                          missing_level=missing_level, require_methods=True,
+                                          origin=origin))
             else:  # module:function
                 patches.append(AttributePatch(module, name, wrapper, group=telemetry,
-                                              missing_level=missing_level))
+                                              missing_level=missing_level, origin=origin))
         return install_all(patches)

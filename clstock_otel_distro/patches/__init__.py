@@ -12,6 +12,8 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
 - ``resource_hash``: the SDK's ``Resource.__hash__``
 - ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
+- ``uvicorn_unresolved_targets``: uvicorn's ``Server.startup`` (the same wrapper as
+  ``uvicorn_gc_freeze``: ``_uvicorn_startup``)
 - ``uvicorn_signal_capture``: uvicorn's ``Server.capture_signals``
 - ``system_metrics_fork``: the system-metrics instrumentor's ``_proc`` after a fork
 - ``yfinance_thread_context``: yfinance's ``_download_one_threaded`` and ``_download_one``
@@ -28,6 +30,7 @@ from clstock_otel_distro.patches import (
     system_metrics_fork,
     uvicorn_gc_freeze,
     uvicorn_signal_capture,
+    uvicorn_unresolved_targets,
     yfinance_thread_context,
 )
 from clstock_otel_distro.patches.registry import UpstreamPatch
@@ -39,6 +42,7 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     otlp_attribute_cache.PATCH,
     resource_hash.PATCH,
     uvicorn_gc_freeze.PATCH,
+    uvicorn_unresolved_targets.PATCH,
     uvicorn_signal_capture.PATCH,
     system_metrics_fork.PATCH,
     yfinance_thread_context.PATCH,

@@ -14,31 +14,21 @@ pre-fork servers do it for copy-on-write). What it changes for the application: 
 reference cycle among the frozen objects that becomes garbage later is not reclaimed
 (reference counting still frees everything else). Start-up objects live as long as
 the process, so measured RSS does not change (bench/memory.py).
-``OTEL_PYTHON_CLSTOCK_GC_FREEZE=false`` turns it off.
+``OTEL_PYTHON_CLSTOCK_GC_FREEZE=false`` turns it off. The wrapper of
+``Server.startup`` is shared with the other start-up actions (``_uvicorn_startup``).
 """
 
 from __future__ import annotations
 
 import gc
-import inspect
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
-
-import wrapt
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_GC_FREEZE
+from clstock_otel_distro.patches._uvicorn_startup import add_action, shape
 from clstock_otel_distro.patches.registry import UpstreamPatch
 
 __all__ = ["PATCH", "patch"]
-
-
-def _shape(module: ModuleType) -> str | None:
-    server = getattr(module, "Server", None)
-    startup = getattr(server, "startup", None)
-    if not inspect.iscoroutinefunction(startup):
-        return "Server.startup is no longer a coroutine function"
-    return None
 
 
 def patch(module: ModuleType) -> Callable[[], None]:
@@ -47,23 +37,19 @@ def patch(module: ModuleType) -> Callable[[], None]:
     gunicorn's uvicorn workers and ``--reload``/``--workers`` children run the same
     ``Server.startup``; a process that never imports uvicorn is not touched.
     """
-    original = module.Server.__dict__["startup"]
-    wrapt.wrap_function_wrapper(module, "Server.startup", _startup)
-    return lambda: setattr(module.Server, "startup", original)
+    return add_action(module, _freeze)
 
 
-async def _startup(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    result = await wrapped(*args, **kwargs)
+def _freeze() -> None:
     # The app is imported and its lifespan has run; no request has been served.
     # No gc.collect() first: at this point it finds next to no garbage and would make
     # start-up slower (bench/gc_pauses.py, bench/startup.py).
     gc.freeze()
-    return result
 
 
 PATCH = UpstreamPatch(
     name="uvicorn-gc-freeze", distribution="uvicorn", versions=">=0.29,<1",
     module="uvicorn.server", symbol="Server.startup",
     purpose="gc.freeze() once uvicorn has started",
-    shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_GC_FREEZE,
+    shape=shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_GC_FREEZE,
 )

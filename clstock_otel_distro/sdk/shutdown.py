@@ -54,6 +54,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
 )
 from clstock_otel_distro.patches import registry, uvicorn_signal_capture
+from clstock_otel_distro.sdk.repeated_warnings import report_repeated_warnings
 
 __all__ = [
     "install_exit_hooks",
@@ -110,6 +111,9 @@ def shutdown_providers(timeout_millis: int) -> bool:
         if _shut_down:
             return True
         _shut_down = True
+    # The SDK warnings counted since their last report: logged while the log
+    # exporter still runs.
+    report_repeated_warnings()
     deadline = time.monotonic() + timeout_millis / 1000
     threads = []
     for provider in _global_providers():

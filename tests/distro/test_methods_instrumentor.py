@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 import sys
 import textwrap
 import uuid
@@ -146,11 +147,13 @@ def test_missing_and_inherited_targets_are_logged(telemetry, app, monkeypatch, c
         module.InheritingScreener().screen(["7203"])
         module.rank([1])
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    value = os.environ[OTEL_PYTHON_CLSTOCK_TRACE_METHODS]
+    named_by = f" ({OTEL_PYTHON_CLSTOCK_TRACE_METHODS}={value!r})"
     assert messages == [
-        f"clstock-otel: {app} has no class Missing; not traced",
-        f"clstock-otel: {app} has no missing_function; not traced",
+        f"clstock-otel: {app} has no class Missing; not traced{named_by}",
+        f"clstock-otel: {app} has no missing_function; not traced{named_by}",
         f"clstock-otel: {app}:InheritingScreener defines no method screen"
-        " (inherited from Screener: name that class); not traced",
+        f" (inherited from Screener: name that class); not traced{named_by}",
     ]
     assert telemetry.names() == ["rank"]
 

@@ -106,7 +106,7 @@ UNKNOWN_NAMES = {
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS": "data.stock_data:NoSuchClass.method",
 }
 # Unknown (well-formed) targets are found missing when ClStock imports their module:
-# the instrumentation's warning names the target, not the variable.
+# the instrumentation's warning names the target, then the variable and its value.
 MISSING_TARGET_WARNINGS = {
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS": "models.predictor has no class NoSuchPredictor",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS": "data.stock_data has no class NoSuchClass",

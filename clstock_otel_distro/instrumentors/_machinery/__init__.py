@@ -40,6 +40,7 @@ from clstock_otel_distro.instrumentors._machinery.drivers import traced
 from clstock_otel_distro.instrumentors._machinery.instrumentor import (
     PatchingInstrumentor,
     configured_targets,
+    targets_origin,
     trace_classes,
 )
 from clstock_otel_distro.instrumentors._machinery.patches import (
@@ -87,6 +88,7 @@ __all__ = [
     "install_all",
     "result",
     "sized_len",
+    "targets_origin",
     "trace_classes",
     "traced",
 ]

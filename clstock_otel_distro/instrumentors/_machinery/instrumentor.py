@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from clstock_otel_distro.config import env_targets
+from clstock_otel_distro.config import env_str, env_targets
 from clstock_otel_distro.instrumentors._machinery.drivers import traced
 from clstock_otel_distro.instrumentors._machinery.patches import (
     ClassPatch,
@@ -56,6 +56,14 @@ def configured_targets(
     return targets, logging.DEBUG if targets == defaults else logging.WARNING
 
 
+def targets_origin(kwargs: Mapping[str, Any], variable: str) -> str:
+    """Where :func:`configured_targets` took the targets from, as a warning names it."""
+    if kwargs.get("targets") is not None:
+        return "instrument(targets=...)"
+    value = env_str(variable)
+    return f"the default of {variable}" if value is None else f"{variable}={value!r}"
+
+
 def trace_classes(instrumenting_module: str, kwargs: Mapping[str, Any],
                   specs: Mapping[str, TraceSpec], variable: str, default: str
                   ) -> list[LazyPatch]:
@@ -67,6 +75,8 @@ def trace_classes(instrumenting_module: str, kwargs: Mapping[str, Any],
     telemetry = clstock_telemetry(instrumenting_module, kwargs)
     methods = {name: traced(telemetry, spec) for name, spec in specs.items()}
     targets, missing_level = configured_targets(kwargs, variable, default)
+    origin = targets_origin(kwargs, variable)
     return install_all(
-        ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level)
+        ClassPatch(module, qualname, methods, group=telemetry, missing_level=missing_level,
+                   origin=origin)
         for module, qualname in targets)

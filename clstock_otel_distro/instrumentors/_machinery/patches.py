@@ -9,6 +9,11 @@ never if it never does. ``uninstall()`` disarms a hook that has not fired yet an
 restores the original objects (identity ``is``). A method is wrapped where it is
 defined: an inherited method once, on its defining class (spans are named
 ``DefiningClass.method``). A patch failure is logged, never raised into the import.
+
+A patch given an ``origin`` (the variable and value that named its target) is
+watched: :func:`never_imported` lists those whose module the application has not
+imported, which the distro reports once uvicorn has started
+(:mod:`clstock_otel_distro.patches.uvicorn_unresolved_targets`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -72,10 +78,13 @@ def class_tree(base: type) -> list[type]:
 class LazyPatch:
     """Patches applied when a module is imported, undone by ``uninstall()``."""
 
-    def __init__(self, module: str, *, group: Any = None, missing_level: int = logging.WARNING):
+    def __init__(self, module: str, *, group: Any = None, missing_level: int = logging.WARNING,
+                 origin: str | None = None):
         self.module = module
         self.group = group  # patches of one instrumentor share a group (see AttributePatch)
         self.missing_level = missing_level
+        self.origin = origin  # e.g. "OTEL_PYTHON_CLSTOCK_TRACE_METHODS='m:f'": watched if set
+        self.imported = False  # its module's import hook fired while armed
         self._armed = False
         self._lock = threading.RLock()
         self._records: list[_Record] = []
@@ -83,6 +92,10 @@ class LazyPatch:
     def install(self) -> LazyPatch:
         """Patch now if the module is imported, else when it is; returns self."""
         self._armed = True
+        if self.origin is not None:
+            with _watched_lock:
+                if self not in _watched:
+                    _watched.append(self)
         wrapt.register_post_import_hook(self._on_import, self.module)
         return self
 
@@ -91,8 +104,13 @@ class LazyPatch:
         with self._lock:
             self._armed = False
             self._restore()
+        with _watched_lock:
+            if self in _watched:
+                _watched.remove(self)
 
     def _on_import(self, module: ModuleType) -> None:
+        if self._armed:
+            self.imported = True
         self._while_armed(self._apply, module, "%s", self.describe())
 
     def _while_armed(self, apply: Callable[[Any], None], on: Any, *where: Any) -> None:
@@ -110,6 +128,14 @@ class LazyPatch:
 
     def describe(self) -> str:
         return self.module
+
+    def configured_as(self) -> str:
+        """The target as its origin names it."""
+        return self.describe()
+
+    def named_by(self) -> str:
+        """`` (origin)`` for a log line about this patch's target, or nothing."""
+        return f" ({self.origin})" if self.origin else ""
 
     def _apply(self, module: ModuleType) -> None:
         raise NotImplementedError
@@ -151,8 +177,9 @@ class AttributePatch(LazyPatch):
         group: Any = None,
         rebind_partialmethods: bool = False,
         missing_level: int = logging.WARNING,
+        origin: str | None = None,
     ):
-        super().__init__(module, group=group, missing_level=missing_level)
+        super().__init__(module, group=group, missing_level=missing_level, origin=origin)
         self.path = path
         self.wrapper = wrapper
         self.rebind_partialmethods = rebind_partialmethods
@@ -170,9 +197,8 @@ class AttributePatch(LazyPatch):
             else:
                 raw = original = getattr(owner, name)
         except AttributeError:
-            _logger.log(
-                self.missing_level, "clstock-otel: %s has no %s; not traced", self.module, self.path
-            )
+            _logger.log(self.missing_level, "clstock-otel: %s has no %s; not traced%s",
+                        self.module, self.path, self.named_by())
             return
         if is_traced(raw):
             if raw._self_clstock_group is self.group and self.group is not None:
@@ -205,8 +231,8 @@ class ClassPatch(LazyPatch):
 
     def __init__(self, module: str, qualname: str, methods: Mapping[str, WrapperFactory], *,
                  group: Any = None, missing_level: int = logging.WARNING,
-                 require_methods: bool = False):
-        super().__init__(module, group=group, missing_level=missing_level)
+                 require_methods: bool = False, origin: str | None = None):
+        super().__init__(module, group=group, missing_level=missing_level, origin=origin)
         self.qualname = qualname
         self.methods = dict(methods)
         self.require_methods = require_methods  # log a listed method no class defines
@@ -215,15 +241,22 @@ class ClassPatch(LazyPatch):
     def describe(self) -> str:
         return f"{self.module}:{self.qualname}"
 
+    def configured_as(self) -> str:
+        # A method named on its own (OTEL_PYTHON_CLSTOCK_TRACE_METHODS) as it was written.
+        if self.require_methods and len(self.methods) == 1:
+            return f"{self.describe()}.{next(iter(self.methods))}"
+        return self.describe()
+
     def _apply(self, module: ModuleType) -> None:
         try:
             base = resolve(module, self.qualname)
         except AttributeError:
-            _logger.log(self.missing_level, "clstock-otel: %s has no class %s; not traced",
-                        self.module, self.qualname)
+            _logger.log(self.missing_level, "clstock-otel: %s has no class %s; not traced%s",
+                        self.module, self.qualname, self.named_by())
             return
         if not isinstance(base, type):
-            _logger.warning("clstock-otel: %s is not a class; not traced", self.describe())
+            _logger.warning("clstock-otel: %s is not a class; not traced%s", self.describe(),
+                            self.named_by())
             return
         tree = class_tree(base)
         for cls in tree:
@@ -234,8 +267,9 @@ class ClassPatch(LazyPatch):
                 if not any(name in vars(cls) for cls in tree):
                     where = next((c.__qualname__ for c in base.__mro__ if name in vars(c)), None)
                     _logger.log(self.missing_level, "clstock-otel: %s defines no method %s%s;"
-                                " not traced", self.describe(), name,
-                                f" (inherited from {where}: name that class)" if where else "")
+                                " not traced%s", self.describe(), name,
+                                f" (inherited from {where}: name that class)" if where else "",
+                                self.named_by())
 
     def _patch_methods(self, cls: type) -> None:
         # Only what ``cls`` itself defines: an inherited method is wrapped once, on the
@@ -309,6 +343,22 @@ class RegisteredPatch:
 
     def describe(self) -> str:
         return self.patch.target
+
+
+# Installed patches with an origin, in installation order (see never_imported).
+_watched: list[LazyPatch] = []
+_watched_lock = threading.Lock()
+
+
+def never_imported() -> list[LazyPatch]:
+    """The installed patches with an origin whose module the application has not imported.
+
+    Imports nothing: a module counts as imported once it is in ``sys.modules``.
+    """
+    with _watched_lock:
+        watched = list(_watched)
+    return [patch for patch in watched
+            if patch._armed and not patch.imported and patch.module not in sys.modules]
 
 
 def install_all(patches: Iterable[LazyPatch]) -> list[LazyPatch]:

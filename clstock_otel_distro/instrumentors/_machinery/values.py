@@ -3,6 +3,12 @@
 Extractors and callbacks run through :func:`safe_call`; whatever they return goes
 through :func:`attribute_value`; a failure becomes status, event and ``error.type``
 through :func:`record_error`, while the exception itself propagates unchanged.
+
+The exception event carries ``exception.type``, ``exception.message`` and
+``exception.stacktrace``, and no ``exception.escaped``: the semantic conventions
+deprecated it (an exception is recorded on a span only when it escapes the span's
+scope, which is what every one recorded here does), and the SDK's
+``record_exception`` would write the string ``"False"`` there.
 """
 
 from __future__ import annotations
@@ -10,9 +16,15 @@ from __future__ import annotations
 import functools
 import logging
 import numbers
+import traceback
 from collections.abc import Callable, Sized
 from typing import Any
 
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+)
 from opentelemetry.trace import Span, Status, StatusCode
 
 from clstock_otel_distro.semconv import ERROR_TYPE
@@ -74,13 +86,32 @@ def error_type(exc: BaseException) -> str:
     return _error_type_of(type(exc))
 
 
+def _message(exc: BaseException) -> str | None:
+    try:
+        return str(exc)
+    except Exception:  # an exception whose __str__ raises
+        return None
+
+
 def _describe(exc: BaseException) -> str:
     name = type(exc).__name__
-    try:
-        message = str(exc)
-    except Exception:  # an exception whose __str__ raises
-        return name
+    message = _message(exc)
     return f"{name}: {message}" if message else name
+
+
+_EXCEPTION_EVENT = "exception"
+
+
+def _exception_event(span: Span, exc: BaseException) -> None:
+    """The semantic conventions' exception event, without the deprecated ``exception.escaped``."""
+    attributes = {EXCEPTION_TYPE: error_type(exc)}
+    message = _message(exc)
+    if message is not None:
+        attributes[EXCEPTION_MESSAGE] = message
+    # Three-argument form: Python 3.9 has no format_exception(exc).
+    attributes[EXCEPTION_STACKTRACE] = "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__))
+    span.add_event(_EXCEPTION_EVENT, attributes)
 
 
 def record_error(span: Span, exc: BaseException, kind: str | None = None) -> None:
@@ -91,6 +122,6 @@ def record_error(span: Span, exc: BaseException, kind: str | None = None) -> Non
     try:
         span.set_status(Status(StatusCode.ERROR, _describe(exc)))
         span.set_attribute(ERROR_TYPE, kind or error_type(exc))
-        span.record_exception(exc)  # last: it formats the exception, which may raise
+        _exception_event(span, exc)  # last: it formats the exception, which may raise
     except Exception:
         _logger.debug("clstock-otel could not record an exception on a span", exc_info=True)
