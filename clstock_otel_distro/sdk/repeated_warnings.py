@@ -35,6 +35,7 @@ __all__ = [
     "RepeatedWarningFilter",
     "install_repeated_warning_filter",
     "report_repeated_warnings",
+    "uninstall_repeated_warning_filter",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -120,6 +121,13 @@ def install_repeated_warning_filter() -> None:
         if not _at_exit_registered:
             _at_exit_registered = True
             atexit.register(report_repeated_warnings)
+
+
+def uninstall_repeated_warning_filter() -> None:
+    """Take the filter off again: every SDK warning is logged as the SDK logs it."""
+    with _install_lock:
+        for name in REPEATING_LOGGERS:
+            logging.getLogger(name).removeFilter(_filter)
 
 
 def report_repeated_warnings() -> None:

@@ -17,6 +17,7 @@ from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
 from clstock_otel_distro.instrumentors._machinery import patches as patching
 from clstock_otel_distro.patches import registry
+from clstock_otel_distro.sdk import repeated_warnings
 from tests.support.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
@@ -42,6 +43,14 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with no (variable, value) pair already warned about."""
     monkeypatch.setattr(_config, "_warned", set())
+
+
+@pytest.fixture(autouse=True)
+def no_repeated_warning_filter() -> Iterator[None]:
+    """The configurator's filter of repeated SDK warnings, installed by a test, is taken
+    off after it: later tests see the SDK's warnings as the SDK logs them."""
+    yield
+    repeated_warnings.uninstall_repeated_warning_filter()
 
 
 @pytest.fixture(autouse=True)
