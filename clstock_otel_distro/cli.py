@@ -92,19 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="append every span to this file (OTLP JSON lines; default: no file)",
     )
     collect.add_argument(
-        "--quiet-period",
-        type=_non_negative,
-        default=1.5,
-        metavar="SECONDS",
-        help="a trace prints once its root arrived and no span of it came for this long",
-    )
+        "--quiet-period", type=_non_negative, default=1.5, metavar="SECONDS",
+        help="a trace prints once its root arrived and no span of it came for this long")
     collect.add_argument(
-        "--max-trees-per-second",
-        type=_non_negative,
-        default=20,
-        metavar="N",
-        help="print at most this many trees a second, counting the rest (0: no trees)",
-    )
+        "--max-trees-per-second", type=_non_negative, default=20, metavar="N",
+        help="print at most this many trees a second, counting the rest (0: no trees)")
     collect.set_defaults(handler=_collect)
 
     report = commands.add_parser(

@@ -143,26 +143,6 @@ class _Signal:
         """The signal's own OTLP exporter variable, e.g. OTEL_EXPORTER_OTLP_TRACES_ENDPOINT."""
         return f"OTEL_EXPORTER_OTLP_{self.name.upper()}_{setting}"
 
-    @property
-    def protocol_var(self) -> str:
-        return self.otlp_var("PROTOCOL")
-
-    @property
-    def endpoint_var(self) -> str:
-        return self.otlp_var("ENDPOINT")
-
-    @property
-    def headers_var(self) -> str:
-        return self.otlp_var("HEADERS")
-
-    @property
-    def compression_var(self) -> str:
-        return self.otlp_var("COMPRESSION")
-
-    @property
-    def timeout_var(self) -> str:
-        return self.otlp_var("TIMEOUT")
-
 
 _SIGNALS = (
     _Signal("traces", OTEL_TRACES_EXPORTER, (SpanExporter,), ("otlp",)),
@@ -480,15 +460,16 @@ def _plan_protocols(plan: _Plan) -> dict[str, str | None]:
     protocols: dict[str, str | None] = {}
     for signal in _SIGNALS:
         own = _config.env_choice(
-            signal.protocol_var,
+            signal.otlp_var("PROTOCOL"),
             None,
             _EXPORTER_BY_PROTOCOL,
             fallback=repr(generic or _DEFAULT_PROTOCOL),
         )
-        if _is_bad(signal.protocol_var, own):
+        if _is_bad(signal.otlp_var("PROTOCOL"), own):
             # A bad per-signal value is ignored as if unset, so the general
             # variable applies; without one, http/protobuf.
-            plan.scoped_environ[signal.protocol_var] = None if generic else _DEFAULT_PROTOCOL
+            plan.scoped_environ[signal.otlp_var("PROTOCOL")] = (
+                None if generic else _DEFAULT_PROTOCOL)
             own = generic or _DEFAULT_PROTOCOL
         protocols[signal.name] = own or generic
     return protocols
@@ -561,11 +542,11 @@ def _plan_otlp(plan: _Plan) -> None:
     generic_bad = _is_bad(OTEL_EXPORTER_OTLP_ENDPOINT, generic_endpoint)
     for signal in _SIGNALS:
         own = _config.env_url(
-            signal.endpoint_var,
+            signal.otlp_var("ENDPOINT"),
             None,
             fallback=f"{OTEL_EXPORTER_OTLP_ENDPOINT} or the default endpoint",
         )
-        own_bad = _is_bad(signal.endpoint_var, own)
+        own_bad = _is_bad(signal.otlp_var("ENDPOINT"), own)
         needs_endpoint = own_bad or (own is None and generic_bad)
         for protocol, exporter_name in _EXPORTER_BY_PROTOCOL.items():
             exporter = plan.exporters[signal.name].get(exporter_name)
@@ -577,7 +558,7 @@ def _plan_otlp(plan: _Plan) -> None:
             endpoint = base if protocol == "grpc" else f"{base.rstrip('/')}/{signal.http_path}"
             plan.exporter_args.setdefault(exporter, {}).setdefault("endpoint", endpoint)
 
-    for name in (OTEL_EXPORTER_OTLP_HEADERS, *(signal.headers_var for signal in _SIGNALS)):
+    for name in (OTEL_EXPORTER_OTLP_HEADERS, *(signal.otlp_var("HEADERS") for signal in _SIGNALS)):
         headers = _config.env_headers(name)
         if headers is not None and headers != _config.env_str(name):
             # The exporters parse these variables themselves even when given
@@ -585,12 +566,12 @@ def _plan_otlp(plan: _Plan) -> None:
             # secrets. Only the well-formed entries may reach it.
             plan.scoped_environ[name] = headers or None
 
-    for name in (OTEL_EXPORTER_OTLP_COMPRESSION, *(s.compression_var for s in _SIGNALS)):
+    for name in (OTEL_EXPORTER_OTLP_COMPRESSION, *(s.otlp_var("COMPRESSION") for s in _SIGNALS)):
         compression = _config.env_choice(name, None, _COMPRESSIONS, fallback="no compression")
         if _is_bad(name, compression):
             # The grpc exporters raise on an unknown compression.
             plan.scoped_environ[name] = None
-    for name in (OTEL_EXPORTER_OTLP_TIMEOUT, *(s.timeout_var for s in _SIGNALS)):
+    for name in (OTEL_EXPORTER_OTLP_TIMEOUT, *(s.otlp_var("TIMEOUT") for s in _SIGNALS)):
         timeout = _config.env_float(name, None, minimum=0, maximum=_MAX_OTLP_TIMEOUT,
                                     fallback="the default 10 seconds")
         if _is_bad(name, timeout):

@@ -27,6 +27,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS,
 )
 from clstock_otel_distro.instrumentors._machinery import (
+    APPLICATION_CODE,
     CallExtractor,
     PatchingInstrumentor,
     Target,
@@ -47,7 +48,7 @@ from clstock_otel_distro.semconv import (
 
 __all__ = ["ClStockDataProviderInstrumentor"]
 
-_instruments: tuple[str, ...] = ()  # ClStock is an application, not a pip distribution
+_instruments = APPLICATION_CODE
 
 
 def _ticker(target: Target) -> CallExtractor:

@@ -30,6 +30,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_TRACE_METHODS,
 )
 from clstock_otel_distro.instrumentors._machinery import (
+    APPLICATION_CODE,
     AttributePatch,
     ClassPatch,
     PatchingInstrumentor,
@@ -43,7 +44,7 @@ from clstock_otel_distro.instrumentors._machinery import (
 
 __all__ = ["ClStockMethodsInstrumentor"]
 
-_instruments: tuple[str, ...] = ()  # ClStock is an application, not a pip distribution
+_instruments = APPLICATION_CODE
 
 _SPEC = TraceSpec()  # the span name and code attributes say it all
 

@@ -35,6 +35,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS,
 )
 from clstock_otel_distro.instrumentors._machinery import (
+    APPLICATION_CODE,
     PatchingInstrumentor,
     ResultExtractor,
     Target,
@@ -58,7 +59,7 @@ from clstock_otel_distro.semconv import (
 
 __all__ = ["ClStockPredictorInstrumentor"]
 
-_instruments: tuple[str, ...] = ()  # ClStock is an application, not a pip distribution
+_instruments = APPLICATION_CODE
 
 
 def _field(value: Any, name: str) -> Any:

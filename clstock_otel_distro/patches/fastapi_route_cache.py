@@ -86,8 +86,7 @@ def patch(module: ModuleType) -> Callable[[], None]:
 PATCH = UpstreamPatch(
     name="fastapi-route-cache", distribution="opentelemetry-instrumentation-fastapi",
     versions=">=0.66b0,<0.67",
-    module=_MODULE, symbol=_FUNCTION,
-    purpose="FastAPI route lookups remembered per path",
+    module=_MODULE, symbol=_FUNCTION, purpose="FastAPI route lookups remembered per path",
     shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE,
 )
 

@@ -65,8 +65,7 @@ def patch(module: ModuleType) -> Callable[[], None]:
 PATCH = UpstreamPatch(
     name="otlp-attribute-cache", distribution="opentelemetry-exporter-otlp-proto-common",
     versions=">=1.45,<1.46",
-    module=_MODULE, symbol=_FUNCTION,
-    purpose="repeated span attributes encoded to OTLP once",
+    module=_MODULE, symbol=_FUNCTION, purpose="repeated span attributes encoded to OTLP once",
     shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE,
 )
 

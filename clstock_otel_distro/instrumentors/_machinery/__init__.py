@@ -38,6 +38,7 @@ from __future__ import annotations
 from clstock_otel_distro.instrumentors._machinery.arguments import ArgumentSlot
 from clstock_otel_distro.instrumentors._machinery.drivers import traced
 from clstock_otel_distro.instrumentors._machinery.instrumentor import (
+    APPLICATION_CODE,
     PatchingInstrumentor,
     configured_targets,
     targets_origin,
@@ -68,6 +69,7 @@ from clstock_otel_distro.instrumentors._machinery.telemetry import (
 from clstock_otel_distro.instrumentors._machinery.values import sized_len
 
 __all__ = [
+    "APPLICATION_CODE",
     "ArgumentSlot",
     "AttributePatch",
     "CallDetail",

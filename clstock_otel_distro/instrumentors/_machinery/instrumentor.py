@@ -19,6 +19,10 @@ from clstock_otel_distro.instrumentors._machinery.patches import (
 from clstock_otel_distro.instrumentors._machinery.specs import TraceSpec
 from clstock_otel_distro.instrumentors._machinery.telemetry import clstock_telemetry
 
+APPLICATION_CODE: tuple[str, ...] = ()
+"""The ``_instruments`` of an instrumentor of ClStock's own code: ClStock is an
+application, not a pip distribution, so there is no library version to require."""
+
 
 class PatchingInstrumentor(BaseInstrumentor):
     """An instrumentor made of lazy patches: ``_install`` returns them, and

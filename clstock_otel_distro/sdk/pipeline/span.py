@@ -201,39 +201,37 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         timestamp: int | None = None,
     ) -> None:
         limits = self._tracer._span_limits
-        bounded = BoundedAttributes(
-            limits.max_event_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
-        if self._end_time is not None:
-            _sdk_logger.warning("Tried calling %s on an ended span.", "_add_event")
+        bounded = self._bounded(limits.max_event_attributes, attributes)
+        if self._ended("_add_event"):
             return
-        events = self._events
-        if events is None:
-            events = self._events = BoundedList(limits.max_events)
+        if self._events is None:
+            self._events = BoundedList(limits.max_events)
             self._simple = False
-        events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
+        self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if not _is_valid_link(context, attributes):
             return
         limits = self._tracer._span_limits
-        bounded = BoundedAttributes(
-            limits.max_link_attributes,
-            attributes,
-            max_value_len=limits.max_attribute_length,
-            immutable=True,
-        )
-        if self._end_time is not None:
-            _sdk_logger.warning("Tried calling %s on an ended span.", "_add_link")
+        bounded = self._bounded(limits.max_link_attributes, attributes)
+        if self._ended("_add_link"):
             return
-        links = self._links
-        if links is None:
-            links = self._links = BoundedList(limits.max_links)
+        if self._links is None:
+            self._links = BoundedList(limits.max_links)
             self._simple = False
-        links.append(Link(context=context, attributes=bounded))
+        self._links.append(Link(context=context, attributes=bounded))
+
+    def _bounded(self, limit: int | None, attributes: types.Attributes) -> BoundedAttributes:
+        """An event's or link's attributes, cleaned and limited as the SDK does."""
+        return BoundedAttributes(limit, attributes, immutable=True,
+                                 max_value_len=self._tracer._span_limits.max_attribute_length)
+
+    def _ended(self, what: str) -> bool:
+        """Whether the span has ended (then the SDK's warning for ``what`` is logged)."""
+        if self._end_time is None:
+            return False
+        _sdk_logger.warning("Tried calling %s on an ended span.", what)
+        return True
 
     def update_name(self, name: str) -> None:
         if self._end_time is not None:
