@@ -108,6 +108,7 @@ TRACE_COUNTS = (TRACES_PER_BATCH, 3 * TRACES_PER_BATCH)
 QUICK_TRACE_COUNTS = (TRACES_PER_BATCH, 2 * TRACES_PER_BATCH)
 DEFAULT_VARIANTS = ("plain", "ours", "upstream", "ours-off")
 QUICK_VARIANTS = ("plain", "ours")
+QUICK_ENDPOINTS = ("recommendations", "health")
 SPAN_VARIANTS = ("sdk", "ours")
 SDK = "sdk"
 HOUR_MS = "3600000"
@@ -192,8 +193,11 @@ def resolve_span_variants(names: Sequence[str], extra: Sequence[str]) -> dict[st
     """Span pipelines: ``sdk`` (wired by hand) and traced variants (``ours``, ``ours-*``)."""
     if "plain" in names:
         raise ValueError("plain makes no spans: span pipelines are sdk and traced variants")
-    # The SDK wired by hand runs in a plain (uninstrumented) Python.
-    return resolve_variants(names, extra, {**OWN_VARIANTS, SDK: Variant(SDK, "plain")})
+    # The SDK wired by hand (sdk, or sdk-* with --span-env settings) runs in a plain,
+    # uninstrumented Python.
+    by_hand = {name: Variant(name, "plain") for name in names
+               if name == SDK or name.startswith(f"{SDK}-")}
+    return resolve_variants(names, extra, {**OWN_VARIANTS, **by_hand})
 
 
 # --- the served variants -------------------------------------------------------------
@@ -302,7 +306,7 @@ class SpanWorker:
     """``bench/_span_worker.py`` under callgrind, driven line by line."""
 
     def __init__(self, spec: Variant, sink: Sink, out_dir: Path) -> None:
-        mode = SDK if spec.name == SDK else "distro"
+        mode = SDK if spec.base == "plain" else "distro"
         env = {**os.environ, **COUNTING_ENV,
                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": str(BATCH_SPANS)}
         if mode == "distro":
@@ -473,19 +477,22 @@ def _names(text: str) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help=f"fewer requests and traces per window; variants "
-                             f"{','.join(QUICK_VARIANTS)} unless --variants is given")
+                        help="fewer requests and traces per window, and by default "
+                             f"variants {','.join(QUICK_VARIANTS)} on "
+                             f"{','.join(QUICK_ENDPOINTS)}")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", type=_names,
                         help=f"served variants (default {','.join(DEFAULT_VARIANTS)}); "
                              "plain is added first, as the reference; '' for none")
-    parser.add_argument("--endpoints", type=_names, default=list(ENDPOINTS),
-                        help=f"default {','.join(ENDPOINTS)}")
+    parser.add_argument("--endpoints", type=_names,
+                        help=f"default {','.join(ENDPOINTS)} ({','.join(QUICK_ENDPOINTS)} "
+                             "with --quick)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME:VARIABLE=VALUE",
                         help="an extra variable for a served variant (repeatable)")
     parser.add_argument("--span-variants", type=_names, default=list(SPAN_VARIANTS),
                         help=f"span pipelines (default {','.join(SPAN_VARIANTS)}: the SDK "
-                             "by hand, this distro); ours-* ones take --span-env; '' for none")
+                             "by hand, this distro); sdk-* and ours-* ones take --span-env; "
+                             "'' for none")
     parser.add_argument("--span-env", action="append", default=[],
                         metavar="NAME:VARIABLE=VALUE", help="an extra variable for a span "
                         "pipeline (repeatable)")
@@ -497,6 +504,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.variants = list(QUICK_VARIANTS if args.quick else DEFAULT_VARIANTS)
     if args.variants and args.variants[0] != "plain":
         args.variants = ["plain", *(v for v in args.variants if v != "plain")]
+    if args.endpoints is None:
+        args.endpoints = list(QUICK_ENDPOINTS if args.quick else ENDPOINTS)
     unknown = [e for e in args.endpoints if e not in ENDPOINTS]
     if unknown:
         parser.error(f"unknown endpoint {', '.join(unknown)}")

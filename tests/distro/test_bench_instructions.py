@@ -200,8 +200,11 @@ def test_resolve_variants(instructions: ModuleType) -> None:
     for names, extra in ((["mine"], []), (["ours"], ["ours-x:A=1"]), (["ours"], ["ours:A"])):
         with pytest.raises(ValueError):
             instructions.resolve_variants(names, extra)
-    spans = instructions.resolve_span_variants(["sdk", "ours"], [])
-    assert (spans["sdk"].base, spans["ours"].base) == ("plain", "ours")
+    spans = instructions.resolve_span_variants(["sdk", "ours", "sdk-small"],
+                                               ["sdk-small:OTEL_BSP_MAX_EXPORT_BATCH_SIZE=253"])
+    assert (spans["sdk"].base, spans["ours"].base, spans["sdk-small"].base) == (
+        "plain", "ours", "plain")
+    assert spans["sdk-small"].env == {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "253"}
     with pytest.raises(ValueError):
         instructions.resolve_span_variants(["plain"], [])
 
