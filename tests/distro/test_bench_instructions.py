@@ -226,6 +226,7 @@ def test_counted_server_runs_only_python_under_valgrind(instructions: ModuleType
     assert "-m" not in command
     assert server.env["BENCH_ACK_FILE"] == str(tmp_path / "ack")
     assert server.env["OTEL_BSP_SCHEDULE_DELAY"] == "3600000"
+    assert server.env["CLSTOCK_CACHE_TTL"] == "86400"  # caches stay warm however slow
     plain = ServiceProcess("api-plain", "app.main:app", tmp_path, instrumented=False)
     assert instructions.CountedServer(plain, tmp_path, tmp_path / "ack").command()[0] == "valgrind"
 
