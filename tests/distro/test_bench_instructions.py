@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import signal
 import stat
 import sys
 from collections.abc import Iterator
@@ -295,3 +297,41 @@ def test_launcher_acknowledges_flush_and_settle(bench: dict[str, ModuleType], tm
     launcher._settle()
     assert flushed == ["flushed"]
     assert (tmp_path / "ack").read_text() == "flushed\nsettled\n"
+
+
+def test_launcher_signal_work_waits_for_the_current_task_step(
+        bench: dict[str, ModuleType]) -> None:
+    """A signal arriving inside a request's last step is handled after that step (the
+    server span ends in the window it belongs to); with no loop running, at once."""
+    launcher = bench["_counted_server"]
+    order: list[str] = []
+    handler = launcher._on_the_loop(lambda: order.append("flush"))
+
+    async def request_tail() -> None:
+        handler(signal.SIGUSR1, None)  # as if delivered between two bytecodes
+        order.append("span ended")
+        await asyncio.sleep(0)
+        order.append("next step")
+
+    asyncio.run(request_tail())
+    assert order == ["span ended", "flush", "next step"]
+    order.clear()
+    handler(signal.SIGUSR1, None)
+    assert order == ["flush"]
+
+
+def test_launcher_main_loop_ticks_refresh_the_date_header_each_time(
+        bench: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slow main loop calls on_tick with multiples of 10 (uvicorn's once-a-second
+    header refresh) until on_tick says to exit."""
+    launcher = bench["_counted_server"]
+    monkeypatch.setattr(launcher, "TICK_SECONDS", 0)
+    counters: list[int] = []
+
+    class Server:
+        async def on_tick(self, counter: int) -> bool:
+            counters.append(counter)
+            return len(counters) == 3
+
+    asyncio.run(launcher._slow_main_loop(Server()))
+    assert counters == [0, 10, 20]
