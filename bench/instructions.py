@@ -122,6 +122,7 @@ COUNTING_ENV = {"OTEL_BSP_SCHEDULE_DELAY": HOUR_MS, "OTEL_BLRP_SCHEDULE_DELAY": 
 # windows last longer than that, and a window that refetched would count a cold cache.
 WARM_CACHE_ENV = {"CLSTOCK_CACHE_TTL": "86400"}
 SPAN_PIPELINE = "OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE"
+KEEP_ALIVE_SECONDS = "3600"
 START_TIMEOUT = 300.0  # start-up under valgrind on a shared 2-CPU machine
 REQUEST_TIMEOUT = 600.0
 ACK_TIMEOUT = 300.0
@@ -213,8 +214,12 @@ class CountedServer(ServiceProcess):
 
     def __init__(self, template: ServiceProcess, out_dir: Path, ack: Path) -> None:
         env = {**template.env, **COUNTING_ENV, **WARM_CACHE_ENV, "BENCH_ACK_FILE": str(ack)}
+        # One keep-alive connection for the whole run: uvicorn closes an idle one after
+        # 5 s, and between windows (a collection, callgrind_control) it can be idle longer.
         super().__init__(template.name, template.app, template.app_dir, env=env,
-                         instrumented=template.instrumented, log_path=out_dir / "server.log")
+                         instrumented=template.instrumented, log_path=out_dir / "server.log",
+                         server_args=[*template.server_args, "--timeout-keep-alive",
+                                      KEEP_ALIVE_SECONDS])
         self.out_dir = out_dir
         self.ack = ack
 

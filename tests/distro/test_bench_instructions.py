@@ -226,6 +226,7 @@ def test_counted_server_runs_only_python_under_valgrind(instructions: ModuleType
     at = command.index(sys.executable)
     assert command[at + 1:at + 3] == [str(instructions.LAUNCHER), "app.main:app"]
     assert "-m" not in command
+    assert command[-2:] == ["--timeout-keep-alive", "3600"]  # one connection for the run
     assert server.env["BENCH_ACK_FILE"] == str(tmp_path / "ack")
     assert server.env["OTEL_BSP_SCHEDULE_DELAY"] == "3600000"
     assert server.env["CLSTOCK_CACHE_TTL"] == "86400"  # caches stay warm however slow
