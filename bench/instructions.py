@@ -31,8 +31,12 @@ What makes the difference attribute all of a request's cost, export included, to
   ``OTEL_METRIC_EXPORT_INTERVAL`` are an hour, so the batch span processor sends only
   full batches (512 spans, as under load) plus the window's final flush, and metrics
   are collected and exported once per window, by the flush. What each window pays
-  whatever its size (the flush's fixed part, the control requests, idle event-loop
-  ticks) cancels out in the difference.
+  whatever its size (the flush's fixed part, the control requests) cancels out in
+  the difference. (A window that fills no batch, e.g. /health's, leaves out its
+  spans' share of a batch's HTTP request: bench/README.md gives its size.)
+- what is paid per second of wall time is kept out, as a request is about forty
+  times slower under callgrind: the launcher slows uvicorn's idle tick, and
+  ``CLSTOCK_CACHE_TTL`` (above) keeps prices cached.
 
 Per span. ``bench/_span_worker.py`` makes traces of a root and ten children, five
 attributes each, with ``start_as_current_span``: ``sdk`` through a TracerProvider, a

@@ -1,7 +1,7 @@
 """Run every benchmark, one after the other, and print their tables.
 
     python3 dev.py bench              # or: .venv/bin/python bench/run.py
-    python3 dev.py bench --quick      # a shorter run of each (about a minute and a half)
+    python3 dev.py bench --quick      # a shorter run of each (about four minutes)
     python3 dev.py bench --only per_call,startup --update-readme
 
 Each benchmark runs in its own process (``bench/<name>.py``) with the arguments below;
