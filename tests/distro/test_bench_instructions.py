@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import shutil
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -336,3 +339,56 @@ def test_launcher_main_loop_ticks_refresh_the_date_header_each_time(
 
     asyncio.run(launcher._slow_main_loop(Server()))
     assert counters == [0, 10, 20]
+
+
+LOOP_PROGRAM = """\
+import sys
+print("ready", flush=True)
+for line in sys.stdin:
+    total = 0
+    for number in range(int(line)):
+        total += number * number
+    print("done", flush=True)
+"""
+
+
+def _require_tool(tool: str, package: str) -> None:
+    if shutil.which(tool):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{tool} is missing in CI: apt-get install {package}")
+    pytest.skip(f"needs {tool} (Debian package {package})")
+
+
+def test_real_callgrind_counts_windows_repeatably(callgrind: ModuleType, tmp_path: Path) -> None:
+    """Under real callgrind, counting around windows of 20 000 and 60 000 loop turns gives
+    the same instructions per turn twice over (within 1%), and nothing before the first."""
+    _require_tool("valgrind", "valgrind")
+    _require_tool("callgrind_control", "valgrind")
+    program = tmp_path / "loop.py"
+    program.write_text(LOOP_PROGRAM)
+    process = subprocess.Popen(
+        [*callgrind.valgrind_command(tmp_path), sys.executable, "-S", str(program)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        counter = callgrind.Counter(process.pid, tmp_path)
+        per_turn = []
+        for _ in range(2):
+            windows = []
+            for turns in (20_000, 60_000):
+                counter.start()
+                process.stdin.write(f"{turns}\n")
+                process.stdin.flush()
+                assert process.stdout.readline().strip() == "done"
+                windows.append(callgrind.Window(turns, counter.stop()))
+            per_turn.append(callgrind.per_unit(*windows))
+        figure = callgrind.Figure("turn", per_turn)
+        # A CPython loop turn with a multiply and an add: tens to hundreds of instructions.
+        assert 10 < figure.median < 2000
+        assert figure.spread < 0.01
+        assert not list(tmp_path.glob(f"callgrind.out.{process.pid}.*"))  # dumps read, removed
+    finally:
+        process.stdin.close()
+        process.wait(60)
