@@ -160,7 +160,7 @@ PATCH = UpstreamPatch(
     name="otlp-http-durable",
     distribution="opentelemetry-exporter-otlp-common",
     module=_MODULE,
-    symbol=f"{_CLASS}.export",
+    symbol=f"{_CLASS}.export+{_CLASS}.shutdown",
     versions=">=0.66b0,<0.67",
     purpose="OTLP/HTTP batches kept and retried while the collector is away",
     shape=_shape,

@@ -136,14 +136,15 @@ class DurableSender:
             waiting = list(self._queue)
             self._queue.clear()
             self._persisted = True
-        dropped = 0
+        lost = dropped = 0
         for payload, items in waiting:
             self._budget.release(len(payload))
             if self._spool is None or not self._spool.write(self.signal, items, payload):
+                lost += 1
                 dropped += items
-        if dropped:
+        if lost:
             self._reporter.record(self.signal, REASON_EXIT, dropped,
-                                  "the collector was away when the process exited")
+                                  f"{lost} batches waited for the collector at exit")
         self._reporter.flush()
 
     def reset_after_fork(self) -> None:
