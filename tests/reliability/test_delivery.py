@@ -167,8 +167,8 @@ def test_past_the_bound_drops_are_counted_and_warned_once(launch, replay):
     try:
         def dropped_spans(metrics) -> bool:
             return any(m.name == "clstock.telemetry.dropped" and any(
-                p.attributes.get("signal") == "spans" and p.attributes.get("reason")
-                == "buffer_full" and p.value > 0 for p in m.points) for m in metrics)
+                p["attributes"].get("signal") == "spans" and p["attributes"].get("reason")
+                == "buffer_full" and p["value"] > 0 for p in m.data_points) for m in metrics)
 
         back.wait_for_metrics(dropped_spans, timeout=30)
         assert api.log_text().count(DROPPED) == 1
@@ -202,6 +202,9 @@ def test_sigterm_while_away_spools_and_the_next_process_delivers(launch, replay,
     try:
         missing = wait_complete(back, load.sent, shape, timeout=30)
         assert missing == {}, f"{len(missing)} of {len(load.sent)} traces incomplete"
+        deadline = time.monotonic() + 5  # the last file may still be in flight
+        while list(spool.glob("*.otlp*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert list(spool.glob("*.otlp*")) == []
         assert second.log_text().count("skipped and deleted") == 1
     finally:
