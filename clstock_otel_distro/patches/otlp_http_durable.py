@@ -102,8 +102,10 @@ def sender_of(client: Any) -> delivery.DurableSender:
 
 
 def _reset_after_fork() -> None:
+    global _creating
     if not _armed:
         return
+    _creating = threading.Lock()  # a parent's thread may have held it at the fork
     delivery.reset_after_fork()
     for client in list(_clients):
         transport = getattr(client, "_transport", None)

@@ -52,11 +52,33 @@ class ScriptedCollector:
 AWAY = Attempt(Outcome.RETRY, detail="ConnectionError")
 
 
+_made: list[DurableSender] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_senders():
+    """Every sender a test made stops its retry thread afterwards."""
+    yield
+    while _made:
+        _made.pop().close(time.monotonic())
+
+
+def wait_empty(directory, timeout: float = 5.0) -> list:
+    """The files left in ``directory`` once it is empty or ``timeout`` passed (a file is
+    deleted just after its payload was taken)."""
+    deadline = time.monotonic() + timeout
+    while list(directory.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return list(directory.iterdir())
+
+
 def make_sender(collector, *, limit=1_000_000, spool=None, interval=0.05,
                 reporter=None) -> DurableSender:
-    return DurableSender("spans", collector, timeout=1.0, budget=ByteBudget(limit),
+    sender = DurableSender("spans", collector, timeout=1.0, budget=ByteBudget(limit),
                          reporter=reporter or DropReporter(), spool=spool,
                          backoff=Backoff(interval, interval * 4))
+    _made.append(sender)
+    return sender
 
 
 def test_a_payload_goes_out_at_once_when_the_collector_answers():
@@ -224,7 +246,7 @@ def test_a_full_memory_overflows_to_the_spool_which_is_sent_later(tmp_path):
         assert sender.submit(payload) is True
     assert collector.wait_taken(3) == [b"1111", b"2222", b"3333"]
     assert not reporter.total
-    assert list(tmp_path.iterdir()) == []
+    assert wait_empty(tmp_path) == []
 
 
 def test_a_new_process_sends_the_spool_left_by_the_last_one(tmp_path):
@@ -233,7 +255,7 @@ def test_a_new_process_sends_the_spool_left_by_the_last_one(tmp_path):
     collector = ScriptedCollector()
     make_sender(collector, spool=Spool(tmp_path, 1 << 20))
     assert collector.wait_taken(1) == [b"left-over"]
-    assert list(tmp_path.iterdir()) == []
+    assert wait_empty(tmp_path) == []
 
 
 @pytest.mark.parametrize("signal", ["spans", "metrics", "logs"])
@@ -264,3 +286,24 @@ def test_items_are_counted_from_the_payload(signal):
         scope.log_records.add()
         scope.log_records.add()
     assert count_items(signal, request.SerializeToString()) == 2
+
+
+def test_held_back_drops_are_reported_once_the_minute_is_over():
+    """Drops after the first warning are reported by the retry thread's next look, not lost."""
+    reporter = DropReporter(interval=0.1)
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("clstock_otel_distro.sdk.delivery.drops")
+    logger.addHandler(handler)
+    try:
+        reporter.record("spans", REASON_BUFFER_FULL, 2)
+        reporter.record("spans", REASON_BUFFER_FULL, 3)
+        reporter.flush_if_due()
+        assert len(records) == 1
+        time.sleep(0.15)
+        reporter.flush_if_due()
+        reporter.flush_if_due()
+    finally:
+        logger.removeHandler(handler)
+    assert len(records) == 2 and "3 spans (buffer_full)" in records[1]

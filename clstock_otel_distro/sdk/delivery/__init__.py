@@ -109,6 +109,10 @@ def persist_all() -> None:
 
 def reset_after_fork() -> None:
     """In a forked child: an empty budget, fresh locks, no threads, nothing waiting."""
+    global _lock
+    _lock = threading.Lock()  # a parent's thread may have held it at the fork
+    if _spool is not None:
+        _spool.reset_after_fork()
     if _budget is not None:
         _budget.reset()
     _reporter.reset()

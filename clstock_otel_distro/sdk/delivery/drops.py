@@ -56,8 +56,16 @@ class DropReporter:
         self.total: Counter[tuple[str, str]] = Counter()
         """Every drop of the process so far, by (signal, reason)."""
 
+    def prepare(self) -> None:
+        """Create the counter now, while the meter provider runs (drops are possible from
+        here on; the last ones may come at exit, when it no longer gives meters out)."""
+        try:
+            self._metric()
+        except Exception as exc:
+            _logger.debug("Cannot create the drop counter: %s", exc)
+
     def _metric(self) -> Any:
-        # Created on the first drop, from whatever provider is global by then.
+        # From whatever provider is global by the first outage or drop.
         if self._counter is None:
             meter = metrics.get_meter_provider().get_meter("clstock_otel_distro.delivery")
             self._counter = meter.create_counter(
@@ -92,6 +100,17 @@ class DropReporter:
         _logger.warning(
             "clstock-otel: telemetry dropped before reaching the collector: %s%s "
             "(counted in %s)", listed, f"; {detail}" if detail else "", DROPPED_METRIC)
+
+    def flush_if_due(self) -> None:
+        """Report the drops held back, once a minute has passed since the last warning."""
+        with self._lock:
+            due = bool(self._pending) and (
+                self._last_warning is None
+                or time.monotonic() - self._last_warning >= self._interval)
+            if due:
+                self._last_warning = time.monotonic()
+        if due:
+            self.flush()
 
     def reset(self) -> None:
         """A forked child reports its own drops."""

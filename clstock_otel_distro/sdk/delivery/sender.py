@@ -206,6 +206,7 @@ class DurableSender:
                 self._outage_since = now
             self._retry_at = now + delay
         if first:
+            self._reporter.prepare()
             _logger.warning(
                 "clstock-otel: the collector did not take a %s batch (%s); keeping batches "
                 "(up to %d bytes in memory%s) and retrying until it does",
@@ -265,6 +266,7 @@ class DurableSender:
 
     def _run(self) -> None:
         while True:
+            self._reporter.flush_if_due()
             with self._cond:
                 while True:
                     if self._closed:

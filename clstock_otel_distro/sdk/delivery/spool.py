@@ -100,6 +100,10 @@ class Spool:
         self._size = 0
         self._size_read_at: float | None = None
 
+    def reset_after_fork(self) -> None:
+        """A forked child's lock is its own (a parent's thread may have held it)."""
+        self._lock = threading.Lock()
+
     def _prepare(self) -> bool:
         """Create the directory and give back dead processes' claims, once."""
         if self._ready:
