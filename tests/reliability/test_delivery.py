@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from clstock_otel_distro.sdk.delivery.spool import Spool
 from clstock_otel_distro.tools.devstack import free_port
 from tests.integration.conftest import FAST_EXPORT
-from tests.reliability.conftest import QUEUE_FULL, stop_timed
+from tests.reliability.conftest import QUEUE_FULL, spans_of, stop_timed
 from tests.reliability.delivery_support import (
     PREDICT,
     ScriptedFront,
@@ -151,26 +151,36 @@ def test_a_refused_batch_is_not_retried(scripted):
 
 
 def test_past_the_bound_drops_are_counted_and_warned_once(launch, replay):
-    """A 30 kB bound and the collector away: new batches are dropped, one warning with the
-    count, and the clstock.telemetry.dropped metric reaches the collector once it is back."""
+    """A 30 kB bound and the collector away: new batches are dropped with one warning, and
+    every span is accounted for once it is back: received, or counted in
+    clstock.telemetry.dropped (which reaches the collector too)."""
     port = free_port()
     receiver = RecordingReceiver(http_port=port, grpc_port=None).start()
     env = _env(receiver.http_endpoint, replay, OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES="30000",
                OTEL_METRICS_EXPORTER="otlp")
     api = launch("bounded", env=env)
-    receiver.wait_for_metrics(timeout=20)
+    shape = shape_of(receiver, api.url + PREDICT)
     receiver.stop()
     with SteadyLoad(api.url + PREDICT, rate=20) as load:
         time.sleep(6)
     assert load.failures == []
+    expected = len(load.sent) * sum(shape.values())
     back = RecordingReceiver(http_port=port, grpc_port=None).start()
     try:
-        def dropped_spans(metrics) -> bool:
-            return any(m.name == "clstock.telemetry.dropped" and any(
-                p["attributes"].get("signal") == "spans" and p["attributes"].get("reason")
-                == "buffer_full" and p["value"] > 0 for p in m.data_points) for m in metrics)
+        def dropped_spans() -> float:
+            values = [p["value"] for m in back.metrics() if m.name == "clstock.telemetry.dropped"
+                      for p in m.data_points if p["attributes"].get("signal") == "spans"
+                      and p["attributes"].get("reason") == "buffer_full"]
+            return max(values, default=0)  # cumulative: the latest export is the largest
 
-        back.wait_for_metrics(dropped_spans, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            received = len(spans_of(back, load.sent))
+            if dropped_spans() and received + dropped_spans() >= expected:
+                break
+            time.sleep(0.5)
+        assert dropped_spans() > 0
+        assert received + dropped_spans() == expected, (received, dropped_spans(), expected)
         assert api.log_text().count(DROPPED) == 1
     finally:
         back.stop()

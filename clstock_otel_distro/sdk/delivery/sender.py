@@ -124,7 +124,9 @@ class DurableSender:
             if not self._send_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 break
             try:
-                if not self._send_head(min(self._timeout, deadline - time.monotonic())):
+                # Memory only: the spool's files wait for the next process.
+                if not self._send_head(min(self._timeout, deadline - time.monotonic()),
+                                       from_spool=False):
                     break
             finally:
                 self._send_lock.release()
@@ -224,14 +226,15 @@ class DurableSender:
                             "sending the %d waiting", self.signal, time.monotonic() - since,
                             waiting)
 
-    def _send_head(self, timeout: float) -> bool:
+    def _send_head(self, timeout: float, *, from_spool: bool = True) -> bool:
         """Send the oldest waiting payload (memory first, then the spool), holding the
         send lock. False when there was none or the collector did not take it."""
         with self._cond:
             head = self._queue.popleft() if self._queue else None
         claim = None
         if head is None:
-            claim = self._spool.claim_next(self.signal) if self._spool is not None else None
+            if self._spool is not None and from_spool:
+                claim = self._spool.claim_next(self.signal)
             if claim is None:
                 with self._cond:
                     self._spool_check_at = time.monotonic() + SPOOL_POLL_INTERVAL
