@@ -131,7 +131,9 @@ Milliseconds an exiting process spends, at most, handing its queued spans, metri
 and logs to the exporters and shutting them down, whether it was terminated by
 SIGTERM or exits normally. The providers are shut down in parallel; whatever is not
 delivered by then (the collector is down or does not answer) is given up, so the
-process exits on time instead of waiting out the exporters' retries.
+process exits on time instead of waiting out the exporters' retries. Batches kept
+for an absent collector get one more try, and with ``OTEL_PYTHON_CLSTOCK_SPOOL_DIR``
+what is still waiting is written there in the last fifth of this budget.
 A process left at the default SIGTERM action would otherwise die without flushing
 (uvicorn re-raises SIGTERM after its graceful shutdown).
 
