@@ -80,18 +80,33 @@ def shape_of(receiver: RecordingReceiver, url: str) -> collections.Counter:
     return shape
 
 
-def incomplete_traces(receiver: RecordingReceiver, sent: list[str],
-                      shape: collections.Counter) -> dict[str, collections.Counter]:
-    """The traces of ``sent`` whose spans are not exactly ``shape`` (missing or repeated)."""
-    by_trace: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+def _received(receiver: RecordingReceiver, sent: list[str]) -> dict[str, collections.Counter]:
+    by_trace: dict[str, collections.Counter] = {t: collections.Counter() for t in sent}
     for span in spans_of(receiver, sent):
         by_trace[span.trace_id][span.name] += 1
-    return {t: by_trace.get(t, collections.Counter()) for t in sent if by_trace.get(t) != shape}
+    return by_trace
+
+
+def incomplete_traces(receiver: RecordingReceiver, sent: list[str],
+                      shape: collections.Counter) -> dict[str, collections.Counter]:
+    """The traces of ``sent`` with a span of ``shape`` missing, and what arrived of them."""
+    return {t: got for t, got in _received(receiver, sent).items() if shape - got}
+
+
+def duplicated_traces(receiver: RecordingReceiver, sent: list[str],
+                      shape: collections.Counter) -> list[str]:
+    """The traces of ``sent`` with a span received twice.
+
+    Delivery is at least once, as the Collector's is: a batch the collector stored but
+    whose answer was cut by its stop is sent again.
+    """
+    return [t for t, got in _received(receiver, sent).items() if got - shape]
 
 
 def wait_complete(receiver: RecordingReceiver, sent: list[str], shape: collections.Counter,
                   timeout: float) -> dict[str, collections.Counter]:
-    """Wait until every trace of ``sent`` is whole; the incomplete ones at the deadline."""
+    """Wait until every span of every trace of ``sent`` arrived; the incomplete traces at
+    the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not incomplete_traces(receiver, sent, shape):
