@@ -76,7 +76,12 @@ from opentelemetry.util._importlib_metadata import entry_points
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
-from clstock_otel_distro.patches import otlp_attribute_cache, registry, resource_hash
+from clstock_otel_distro.patches import (
+    otlp_attribute_cache,
+    otlp_http_durable,
+    registry,
+    resource_hash,
+)
 from clstock_otel_distro.sdk import prometheus_workers as _prometheus_workers
 from clstock_otel_distro.sdk.pipeline import wiring as _span_pipeline
 from clstock_otel_distro.sdk.repeated_warnings import install_repeated_warning_filter
@@ -227,6 +232,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
         # every attribute of every span anew: both done once instead.
         registry.install(resource_hash.PATCH)
         registry.install(otlp_attribute_cache.PATCH)
+        # A batch the collector cannot take now is kept and retried, not given up.
+        registry.install(otlp_http_durable.PATCH)
         try:
             with _environ_overrides(plan.scoped_environ), \
                     _span_pipeline.sdk_builds_pipeline_provider():

@@ -17,13 +17,18 @@ __all__ = [
     "DEFAULT_CLSTOCK_CODE_ATTRIBUTES",
     "DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS",
     "DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
+    "DEFAULT_CLSTOCK_DURABLE_EXPORT",
     "DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "DEFAULT_CLSTOCK_GC_FREEZE",
     "DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
     "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
+    "DEFAULT_CLSTOCK_RETRY_BUFFER_BYTES",
+    "DEFAULT_CLSTOCK_RETRY_INITIAL_INTERVAL",
+    "DEFAULT_CLSTOCK_RETRY_MAX_INTERVAL",
     "DEFAULT_CLSTOCK_SHUTDOWN_TIMEOUT",
     "DEFAULT_CLSTOCK_SPAN_PIPELINE",
+    "DEFAULT_CLSTOCK_SPOOL_MAX_BYTES",
     "DEFAULT_CLSTOCK_SQLITE3_SPANS",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
@@ -31,14 +36,19 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES",
     "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
     "OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
+    "OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT",
     "OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
     "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
+    "OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES",
+    "OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL",
     "OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT",
     "OTEL_PYTHON_CLSTOCK_SPAN_PIPELINE",
+    "OTEL_PYTHON_CLSTOCK_SPOOL_DIR",
+    "OTEL_PYTHON_CLSTOCK_SPOOL_MAX_BYTES",
     "OTEL_PYTHON_CLSTOCK_SQLITE3_SPANS",
     "OTEL_PYTHON_CLSTOCK_TRACE_METHODS",
     "OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS",
@@ -65,6 +75,11 @@ DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
 DEFAULT_CLSTOCK_CLICK_IN_SERVERS = False
 DEFAULT_CLSTOCK_SQLITE3_SPANS = False
 DEFAULT_CLSTOCK_SPAN_PIPELINE = "fast"
+DEFAULT_CLSTOCK_DURABLE_EXPORT = True
+DEFAULT_CLSTOCK_RETRY_BUFFER_BYTES = 64 * 1024 * 1024
+DEFAULT_CLSTOCK_RETRY_INITIAL_INTERVAL = 5000
+DEFAULT_CLSTOCK_RETRY_MAX_INTERVAL = 30000
+DEFAULT_CLSTOCK_SPOOL_MAX_BYTES = 256 * 1024 * 1024
 
 OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS = "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS"
 """
@@ -119,7 +134,9 @@ Milliseconds an exiting process spends, at most, handing its queued spans, metri
 and logs to the exporters and shutting them down, whether it was terminated by
 SIGTERM or exits normally. The providers are shut down in parallel; whatever is not
 delivered by then (the collector is down or does not answer) is given up, so the
-process exits on time instead of waiting out the exporters' retries.
+process exits on time instead of waiting out the exporters' retries. Batches kept
+for an absent collector get one more try, and with ``OTEL_PYTHON_CLSTOCK_SPOOL_DIR``
+what is still waiting is written there in the last fifth of this budget.
 A process left at the default SIGTERM action would otherwise die without flushing
 (uvicorn re-raises SIGTERM after its graceful shutdown).
 
@@ -268,4 +285,75 @@ or once a span processor of another kind is added, the process uses the SDK's sp
 (one log line says so). ``sdk`` uses the SDK's own spans and batch processor.
 
 **Default value:** ``fast``
+"""
+
+OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT = "OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT
+
+``true`` keeps every OTLP/HTTP batch (spans, metrics, logs) the collector cannot take
+now (it is away, restarting, or answers 429, 502, 503 or 504) and retries it, oldest
+first, with exponential backoff (5 s, doubling up to
+``OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL``; ``Retry-After`` honoured) until the
+collector takes it; meanwhile new batches wait behind it and the exporter never
+blocks. A batch refused for good (400, 413, another 4xx) is dropped at once. What
+waits is bounded by ``OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES`` and may overflow to
+``OTEL_PYTHON_CLSTOCK_SPOOL_DIR``; every drop is counted in the
+``clstock.telemetry.dropped`` metric. ``false`` leaves the SDK's exporters as they are
+(a batch is given up after the exporter's timeout). The gRPC exporters keep the
+SDK's behaviour either way.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES = "OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES
+
+The most bytes of encoded OTLP batches (spans, metrics and logs together) a process
+keeps in memory while the collector is away. When they are reached, new batches go
+to the spool if there is one, else they are dropped: counted in
+``clstock.telemetry.dropped`` (``reason=buffer_full``) and reported in one warning a
+minute. The default holds more than 60 s of the API's peak span rate in the load
+benchmark (the arithmetic is in bench/README.md, "Durable delivery"). ``0`` keeps
+nothing in memory.
+
+**Default value:** ``67108864`` (64 MiB)
+"""
+
+OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL = "OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL
+
+The longest pause, in milliseconds, between two tries of a kept batch. Tries start
+5 s after the failure (or this value, if smaller) and the pause doubles, with 20 %
+jitter, up to it; so a batch reaches a collector that came back at most this long
+after it did.
+
+**Default value:** ``30000``
+"""
+
+OTEL_PYTHON_CLSTOCK_SPOOL_DIR = "OTEL_PYTHON_CLSTOCK_SPOOL_DIR"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_SPOOL_DIR
+
+A directory where batches are kept on disk when memory cannot hold them
+(``OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES`` reached) and when the process exits
+while the collector is away (within ``OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT``). The
+next process started with the same directory sends them, oldest first, once the
+collector answers. Processes may share it (``uvicorn --workers``, gunicorn): each
+file is claimed by one process only. A damaged or truncated file is deleted with a
+warning. Unset: nothing is written to disk.
+
+**Default value:** unset
+"""
+
+OTEL_PYTHON_CLSTOCK_SPOOL_MAX_BYTES = "OTEL_PYTHON_CLSTOCK_SPOOL_MAX_BYTES"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_SPOOL_MAX_BYTES
+
+The most bytes ``OTEL_PYTHON_CLSTOCK_SPOOL_DIR`` may hold, for every process that
+shares it. A batch that would go past it is dropped and counted.
+
+**Default value:** ``268435456`` (256 MiB)
 """

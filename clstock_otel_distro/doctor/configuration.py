@@ -87,7 +87,26 @@ def _check_configuration(section: Section, selection: _Selection) -> Any:
                        CODE_DETAILS)
     for switch in _config.SWITCHES:
         _config.switch(switch)
+    _report_delivery(section)
     return plan
+
+
+def _report_delivery(section: Section) -> None:
+    """The retry bound and the spool, as the durable delivery will use them."""
+    from clstock_otel_distro import config as _config
+    from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT
+    from clstock_otel_distro.sdk.delivery.settings import read_settings
+
+    if not _config.switch(OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT):
+        section.info("delivery", "off: a batch the collector cannot take is given up after "
+                     "the exporter's timeout")
+        return
+    settings = read_settings()
+    spool = (f"spooled to {settings.spool_dir} (at most {settings.spool_max_bytes} bytes)"
+             if settings.spool_dir else "no spool (OTEL_PYTHON_CLSTOCK_SPOOL_DIR unset)")
+    section.info("delivery", f"batches the collector cannot take are kept (at most "
+                 f"{settings.buffer_bytes} bytes in memory) and retried every "
+                 f"{settings.max_interval:g} s at most; {spool}")
 
 
 def _check_excluded_urls(section: Section) -> None:

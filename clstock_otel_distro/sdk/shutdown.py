@@ -54,6 +54,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT,
 )
 from clstock_otel_distro.patches import registry, uvicorn_signal_capture
+from clstock_otel_distro.sdk import delivery
 from clstock_otel_distro.sdk.repeated_warnings import report_repeated_warnings
 
 __all__ = [
@@ -115,6 +116,9 @@ def shutdown_providers(timeout_millis: int) -> bool:
     # exporter still runs.
     report_repeated_warnings()
     deadline = time.monotonic() + timeout_millis / 1000
+    # Batches kept for a collector that is away are tried once more within the
+    # budget, and what is left is spooled in its last part (delivery.EXIT_SPOOL_SHARE).
+    delivery.begin_exit(deadline)
     threads = []
     for provider in _global_providers():
         # The SDK registered each provider's own, unbounded, exit-time shutdown.
@@ -130,8 +134,13 @@ def shutdown_providers(timeout_millis: int) -> bool:
             _guarded(call, provider)
             continue
         threads.append(thread)
+    sending_deadline = deadline - timeout_millis / 1000 * delivery.EXIT_SPOOL_SHARE
     for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+        thread.join(max(0.0, sending_deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        delivery.persist_all()  # an exporter is still busy: keep what waits behind it
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
     late = [thread.name for thread in threads if thread.is_alive()]
     if late:
         _logger.warning(

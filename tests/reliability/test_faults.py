@@ -43,6 +43,14 @@ MAX_REQUEST_SECONDS = 3.0
 MAX_EXIT_SECONDS = 2.0
 PATHS = ("/health", "/api/v1/predict/7203")
 SHUTDOWN_GAVE_UP = "Telemetry not handed over within OTEL_PYTHON_CLSTOCK_SHUTDOWN_TIMEOUT"
+# What was lost at exit is reported: by the bounded shutdown when an exporter is still
+# busy, or by the durable delivery, which counts the batches it kept for an absent
+# collector and could not keep further (no spool).
+EXIT_DROPPED = "telemetry dropped before reaching the collector"
+
+
+def reports_loss(log: str) -> bool:
+    return SHUTDOWN_GAVE_UP in log or EXIT_DROPPED in log
 
 
 def serve(url: str, count: int) -> tuple[list[str], list[float]]:
@@ -178,7 +186,7 @@ def test_exit_with_receiver_absent(launch, replay, protocol):
     status, took = stop_timed(api)
     assert status in GRACEFUL_EXIT_CODES
     assert took < MAX_EXIT_SECONDS, f"exit took {took:.2f} s with the collector absent"
-    assert SHUTDOWN_GAVE_UP in api.log_text()
+    assert reports_loss(api.log_text())
 
 
 _EXITING_PROGRAM = """
@@ -209,6 +217,6 @@ def test_normal_exit_is_bounded(receiver, blackhole, target):
     if target == "receiver":
         spans = [s for s in receiver.spans() if s.service_name == "exit-receiver"]
         assert [s.name for s in spans] == ["last-span"]
-        assert SHUTDOWN_GAVE_UP not in result.stderr
+        assert not reports_loss(result.stderr)
     else:
-        assert SHUTDOWN_GAVE_UP in result.stderr
+        assert reports_loss(result.stderr)
