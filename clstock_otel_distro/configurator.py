@@ -77,6 +77,7 @@ from opentelemetry.util._importlib_metadata import entry_points
 from clstock_otel_distro import config as _config
 from clstock_otel_distro._logging import install_stderr_fallback
 from clstock_otel_distro.patches import (
+    metric_records,
     otlp_attribute_cache,
     otlp_http_durable,
     registry,
@@ -232,6 +233,9 @@ class ClStockConfigurator(_OTelSDKConfigurator):
         # every attribute of every span anew: both done once instead.
         registry.install(resource_hash.PATCH)
         registry.install(otlp_attribute_cache.PATCH)
+        # Every measurement's attributes cleaned, copied and hashed to find its
+        # aggregation: found once per attribute set instead.
+        registry.install(metric_records.PATCH)
         # A batch the collector cannot take now is kept and retried, not given up.
         registry.install(otlp_http_durable.PATCH)
         try:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_DURABLE_EXPORT",
     "DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "DEFAULT_CLSTOCK_GC_FREEZE",
+    "DEFAULT_CLSTOCK_METRIC_RECORD_CACHE",
     "DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
     "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
@@ -39,6 +40,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT",
     "OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
+    "OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
@@ -72,6 +74,7 @@ DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = True
 DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE = True
 DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
 DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
+DEFAULT_CLSTOCK_METRIC_RECORD_CACHE = True
 DEFAULT_CLSTOCK_CLICK_IN_SERVERS = False
 DEFAULT_CLSTOCK_SQLITE3_SPANS = False
 DEFAULT_CLSTOCK_SPAN_PIPELINE = "fast"
@@ -216,6 +219,19 @@ integer or boolean seen before: method, route, address, symbol...) and reuses it
 instead of building every attribute of every exported span anew (the bytes sent
 are the same; bench/encoding.py measures the saving). At most 4096 are kept.
 ``false`` encodes each time, as the SDK does.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE = "OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE
+
+``true`` records a histogram, counter or up-down counter measurement whose attributes
+are plain strings and integers straight into the aggregations the SDK resolved for
+those attributes the first time (one table per instrument), instead of building,
+cleaning, copying and hashing them again for every measurement. The exported metrics
+are the SDK's. ``false`` records every measurement the SDK's way.
 
 **Default value:** ``true``
 """

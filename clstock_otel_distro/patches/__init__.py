@@ -11,6 +11,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``fastapi_route_cache``: the FastAPI instrumentation's ``_get_route_details``
 - ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
 - ``otlp_http_durable``: the OTLP/HTTP client's ``export`` and ``shutdown``
+- ``metric_records``: the SDK's ``Histogram.record``, ``Counter.add`` and ``UpDownCounter.add``
 - ``resource_hash``: the SDK's ``Resource.__hash__``
 - ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
 - ``uvicorn_unresolved_targets``: uvicorn's ``Server.startup`` (the same wrapper as
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from clstock_otel_distro.patches import (
     fastapi_route_cache,
+    metric_records,
     otlp_attribute_cache,
     otlp_http_durable,
     resource_hash,
@@ -44,6 +46,7 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     otlp_attribute_cache.PATCH,
     otlp_http_durable.PATCH,
     resource_hash.PATCH,
+    metric_records.PATCH,
     uvicorn_gc_freeze.PATCH,
     uvicorn_unresolved_targets.PATCH,
     uvicorn_signal_capture.PATCH,

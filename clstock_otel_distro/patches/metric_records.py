@@ -1,0 +1,221 @@
+"""Record each measurement straight into the aggregations its attributes resolved to.
+
+The SDK's ``Histogram.record``, ``Counter.add`` and ``UpDownCounter.add`` (1.45) build
+a frozen ``Measurement`` dataclass whose attributes are cleaned into a new dict, hand
+it through the measurement consumer to every reader's storage, which copies the
+attributes again, filters them for each view and hashes them recursively (sorted
+keys, type names) to find the aggregation, every time: 60-80 k instructions per
+measurement (bench/README.md), more than a span of the distro's pipeline. A request
+to ClStock's API records four HTTP server measurements and a duration per traced
+operation.
+
+Here a measurement whose attributes are plain (``str`` keys; ``str`` or ``int``
+values, the types whose equality is their identity as attribute values) looks its
+aggregations up by the attributes' items, in a table kept per instrument and filled
+by the SDK's own path: the first measurement of an attribute set goes the SDK's way,
+then the aggregations it reached (one per reader and matching view) are remembered,
+and later measurements of the same set go to them directly, with the SDK's exemplar
+filter and reservoirs (an exemplar keeps a copy of the attributes, as the SDK's does).
+Aggregations are never replaced within a storage (SDK 1.45); the table is dropped
+when the provider's set of readers changes. Anything else (other value types, a
+disabled meter, a non-finite or negative amount, a new attribute set beyond
+:data:`MAX_BOUND` per instrument) goes the SDK's way. The collected metrics are the
+SDK's: tests/distro/test_metric_records.py compares both paths point by point.
+``OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE=false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from time import time_ns
+from types import ModuleType
+from typing import Any
+
+from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE
+from clstock_otel_distro.patches.registry import UpstreamPatch
+
+__all__ = ["MAX_BOUND", "PATCH", "patch"]
+
+_MODULE = "opentelemetry.sdk.metrics"
+_METHODS = (("Histogram", "record"), ("Counter", "add"), ("UpDownCounter", "add"))
+# Attribute sets remembered per instrument; more are recorded the SDK's way.
+MAX_BOUND = 512
+_TABLE = "_clstock_bound"
+# Values whose equality is their identity as attribute values (1 == 1.0 == True: the
+# SDK keeps those apart, a tuple of items would not).
+_PLAIN_VALUES = (str, int)
+
+
+class _Measured:
+    """What an aggregation reads of a measurement: the SDK ``Measurement``'s fields."""
+
+    __slots__ = ("attributes", "context", "instrument", "time_unix_nano", "value")
+
+    def __init__(self, value: float, time_unix_nano: int, instrument: Any, context: Any,
+                 attributes: Any) -> None:
+        self.value = value
+        self.time_unix_nano = time_unix_nano
+        self.instrument = instrument
+        self.context = context
+        self.attributes = attributes
+
+
+class _Bound:
+    """The aggregations one attribute set reaches, and the readers they belong to."""
+
+    __slots__ = ("aggregations", "storages")
+
+    def __init__(self, storages: Any, aggregations: tuple[Any, ...]) -> None:
+        self.storages = storages
+        self.aggregations = aggregations
+
+
+def _key(attributes: Any) -> tuple | None:
+    """The table key of plain attributes, or None when they must go the SDK's way."""
+    if attributes is None:
+        return ()
+    if attributes.__class__ is not dict:
+        return None
+    for key, value in attributes.items():
+        if key.__class__ is not str or not key or value.__class__ not in _PLAIN_VALUES:
+            return None
+    return tuple(attributes.items())
+
+
+def _shape(module: ModuleType) -> str | None:
+    from opentelemetry.sdk.metrics._internal import _view_instrument_match as matches
+    from opentelemetry.sdk.metrics._internal import measurement_consumer, metric_reader_storage
+
+    for class_name, method in _METHODS:
+        instrument = getattr(module, class_name, None)
+        if instrument is None or not callable(getattr(instrument, method, None)):
+            return f"{class_name}.{method} is missing"
+        if list(inspect.signature(getattr(instrument, method)).parameters) != [
+                "self", "amount", "attributes", "context"]:
+            return f"{class_name}.{method} no longer takes (amount, attributes, context)"
+    expected = {
+        measurement_consumer.SynchronousMeasurementConsumer.__init__: ("_reader_storages",
+                                                                       "_sdk_config"),
+        metric_reader_storage.MetricReaderStorage.__init__: (
+            "_instrument_view_instrument_matches",),
+        matches._ViewInstrumentMatch.__init__: ("_attributes_aggregation",),
+        matches._ViewInstrumentMatch.consume_measurement: ("_hash_attributes",
+                                                           "_attribute_keys"),
+    }
+    for function, names in expected.items():
+        source = inspect.getsource(function)
+        for name in names:
+            if name not in source:
+                return f"{function.__qualname__} no longer uses {name}"
+    if not callable(getattr(matches, "_hash_attributes", None)):
+        return "_view_instrument_match._hash_attributes is missing"
+    return None
+
+
+def patch(module: ModuleType) -> Callable[[], None]:
+    """Replace the three synchronous instruments' record methods."""
+    from opentelemetry.sdk.metrics._internal import _view_instrument_match as matches
+
+    originals = []
+    for class_name, method in _METHODS:
+        instrument = getattr(module, class_name)
+        original = vars(instrument)[method]
+        originals.append((instrument, method, original))
+        replacement = _recording(original, matches._hash_attributes,
+                                 counts_down=class_name == "UpDownCounter")
+        replacement.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(instrument, method, replacement)
+
+    def undo() -> None:
+        for instrument, method, original in originals:
+            setattr(instrument, method, original)
+
+    return undo
+
+
+def _recording(original: Callable[..., None], hash_attributes: Callable[[Any], Any], *,
+               counts_down: bool) -> Callable[..., None]:
+    from opentelemetry.context import get_current
+    from opentelemetry.sdk.metrics._internal.exemplar import (
+        AlwaysOffExemplarFilter,
+        AlwaysOnExemplarFilter,
+        TraceBasedExemplarFilter,
+    )
+    from opentelemetry.trace import INVALID_SPAN
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    isfinite = math.isfinite
+
+    def record(self: Any, amount: float, attributes: Any = None, context: Any = None) -> None:
+        table = self.__dict__.get(_TABLE)
+        key = _key(attributes) if table is not None else None
+        bound = None if key is None else table.get(key)
+        config = self._meter_config
+        consumer = self._measurement_consumer
+        if (bound is None or bound.storages is not consumer._reader_storages
+                or (config is not None and not config.is_enabled)
+                or amount.__class__ not in (int, float) or not isfinite(amount)
+                or (amount < 0 and not counts_down)):
+            original(self, amount, attributes, context)
+            if table is None:
+                table = self.__dict__.setdefault(_TABLE, {})
+                key = _key(attributes)
+            if key is not None and (key in table or len(table) < MAX_BOUND):
+                _bind(self, table, key, attributes, hash_attributes)
+            return
+        now = time_ns()
+        exemplar_filter = consumer._sdk_config.exemplar_filter
+        filter_class = exemplar_filter.__class__
+        if filter_class is AlwaysOffExemplarFilter:
+            sample = False
+        else:
+            if context is None:
+                context = get_current()
+            if filter_class is TraceBasedExemplarFilter:
+                span = context.get(_SPAN_KEY)
+                sample = (span is not None and span != INVALID_SPAN
+                          and span.get_span_context().trace_flags.sampled)
+            elif filter_class is AlwaysOnExemplarFilter:
+                sample = True
+            else:
+                sample = exemplar_filter.should_sample(amount, now, dict(attributes or {}),
+                                                       context)
+        # An exemplar keeps the measurement's attributes: a copy, as the SDK's
+        # cleaning makes one, so a caller reusing its dict cannot change it later.
+        measured = _Measured(amount, now, self, context,
+                             dict(attributes) if sample and attributes else attributes)
+        for aggregation in bound.aggregations:
+            aggregation.aggregate(measured, sample)
+
+    return record
+
+
+def _bind(instrument: Any, table: dict, key: tuple, attributes: Any,
+          hash_attributes: Callable[[Any], Any]) -> None:
+    """Remember the aggregations the SDK's path just used for ``attributes``."""
+    try:
+        storages = instrument._measurement_consumer._reader_storages
+        found = []
+        for storage in storages.values():
+            for match in storage._instrument_view_instrument_matches.get(instrument, ()):
+                selected = dict(attributes or {})
+                keys = match._view._attribute_keys
+                if keys is not None:
+                    selected = {k: v for k, v in selected.items() if k in keys}
+                aggregation = match._attributes_aggregation.get(hash_attributes(selected))
+                if aggregation is None:  # the SDK did not record it (e.g. a disabled meter)
+                    return
+                found.append(aggregation)
+        table[key] = _Bound(storages, tuple(found))
+    except Exception:  # an internal that changed shape: this set stays on the SDK's path
+        table.pop(key, None)
+
+
+PATCH = UpstreamPatch(
+    name="metric-record-cache", distribution="opentelemetry-sdk", versions=">=1.45,<1.46",
+    module=_MODULE, symbol="Histogram.record+Counter.add+UpDownCounter.add",
+    purpose="measurements go straight to the aggregations their attributes resolved to",
+    shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE,
+)
