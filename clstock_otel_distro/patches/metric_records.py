@@ -21,6 +21,11 @@ when the provider's set of readers changes. Anything else (other value types, a
 disabled meter, a non-finite or negative amount, a new attribute set beyond
 :data:`MAX_BOUND` per instrument) goes the SDK's way. The collected metrics are the
 SDK's: tests/distro/test_metric_records.py compares both paths point by point.
+
+:func:`record_all` records many values of one attribute set at once (the deferred
+durations of non-sampled calls, handed over when metrics are collected): into an
+explicit-bucket histogram under one lock, in order, with the SDK's arithmetic, when
+no exemplar can be taken; otherwise value by value.
 ``OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE=false`` turns it off.
 """
 
@@ -28,7 +33,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from types import ModuleType
 from typing import Any
@@ -36,7 +42,7 @@ from typing import Any
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE
 from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["MAX_BOUND", "PATCH", "patch"]
+__all__ = ["MAX_BOUND", "PATCH", "patch", "record_all"]
 
 _MODULE = "opentelemetry.sdk.metrics"
 _METHODS = (("Histogram", "record"), ("Counter", "add"), ("UpDownCounter", "add"))
@@ -109,6 +115,15 @@ def _shape(module: ModuleType) -> str | None:
         for name in names:
             if name not in source:
                 return f"{function.__qualname__} no longer uses {name}"
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation as Buckets,
+    )
+
+    source = inspect.getsource(Buckets.aggregate)
+    for name in ("_value", "_get_empty_bucket_counts", "_sum", "_record_min_max", "_min",
+                 "_max", "bisect_left(self._boundaries", "_sample_exemplar"):
+        if name not in source:
+            return f"_ExplicitBucketHistogramAggregation.aggregate no longer uses {name}"
     if not callable(getattr(matches, "_hash_attributes", None)):
         return "_view_instrument_match._hash_attributes is missing"
     return None
@@ -190,6 +205,74 @@ def _recording(original: Callable[..., None], hash_attributes: Callable[[Any], A
             aggregation.aggregate(measured, sample)
 
     return record
+
+
+def record_all(histogram: Any, values: Sequence[float],
+               attributes: Mapping[str, Any] | None) -> None:
+    """``histogram.record(value, attributes)`` for each of ``values``, in order.
+
+    With the cache active and the attribute set bound, no exemplar possible (the
+    ``always_off`` filter, or the trace-based one with no sampled span in the current
+    context) and only explicit-bucket histogram aggregations, the values go in under
+    each aggregation's lock at once: the same bucket counts, sum, min and max.
+    """
+    aggregations = _bulk_aggregations(histogram, attributes)
+    if aggregations is None or not all(
+            value.__class__ is float and value >= 0 and math.isfinite(value) for value in values):
+        for value in values:
+            histogram.record(value, attributes)
+        return
+    for aggregation in aggregations:
+        boundaries = aggregation._boundaries
+        with aggregation._lock:
+            counts = aggregation._value
+            if counts is None:
+                counts = aggregation._value = aggregation._get_empty_bucket_counts()
+            total = aggregation._sum
+            for value in values:
+                total += value
+                counts[bisect_left(boundaries, value)] += 1
+            aggregation._sum = total
+            if aggregation._record_min_max and values:
+                aggregation._min = min(aggregation._min, min(values))
+                aggregation._max = max(aggregation._max, max(values))
+
+
+def _bulk_aggregations(histogram: Any, attributes: Any) -> tuple[Any, ...] | None:
+    """The aggregations ``record_all`` may fill directly, or None (record value by value)."""
+    from opentelemetry.context import get_current
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
+    from opentelemetry.sdk.metrics._internal.exemplar import (
+        AlwaysOffExemplarFilter,
+        TraceBasedExemplarFilter,
+    )
+    from opentelemetry.trace import INVALID_SPAN
+    from opentelemetry.trace.propagation import _SPAN_KEY
+
+    if getattr(type(histogram).record, "__wrapped__", None) is None:
+        return None  # the cache is not active
+    table = histogram.__dict__.get(_TABLE)
+    key = _key(attributes)
+    bound = None if table is None or key is None else table.get(key)
+    consumer = histogram._measurement_consumer
+    config = histogram._meter_config
+    if (bound is None or bound.storages is not consumer._reader_storages
+            or (config is not None and not config.is_enabled)):
+        return None
+    exemplar_filter = consumer._sdk_config.exemplar_filter
+    if exemplar_filter.__class__ is TraceBasedExemplarFilter:
+        span = get_current().get(_SPAN_KEY)
+        if (span is not None and span != INVALID_SPAN
+                and span.get_span_context().trace_flags.sampled):
+            return None
+    elif exemplar_filter.__class__ is not AlwaysOffExemplarFilter:
+        return None
+    if any(aggregation.__class__ is not _ExplicitBucketHistogramAggregation
+           for aggregation in bound.aggregations):
+        return None
+    return bound.aggregations
 
 
 def _bind(instrument: Any, table: dict, key: tuple, attributes: Any,

@@ -295,3 +295,54 @@ def test_trace_based_filter_matches_the_sdk_for_each_context(sdk_calls):
     assert cached == sdk
     exemplars = sdk[0][0][-1][0]["exemplars"]
     assert exemplars  # the sampled contexts gave exemplars
+
+
+DURATIONS = [0.0004 * n for n in range(50)] + [0.0, 7.5, 12.0, 0.3]
+
+
+def _deferred(values: list[float], context: Any = None) -> Scenario:
+    """Durations handed over at once, as the deferred durations of non-sampled calls are."""
+    def scenario(provider: MeterProvider) -> None:
+        histogram = provider.get_meter("clstock").create_histogram("clstock.operation.duration")
+        other = provider.get_meter("clstock").create_histogram("sizes")
+        attributes = {"clstock.operation": "get_stock_data"}
+        histogram.record(0.1, attributes)  # the set is known
+        other.record(1.0, attributes)
+        token = context_api.attach(context) if context is not None else None
+        try:
+            metric_records.record_all(histogram, values, attributes)
+            metric_records.record_all(other, values, attributes)
+            metric_records.record_all(histogram, values[:3], {"new": "set"})
+        finally:
+            if token is not None:
+                context_api.detach(token)
+    return scenario
+
+
+@pytest.mark.parametrize("exemplar_filter", FILTERS.values(), ids=FILTERS.keys())
+@pytest.mark.parametrize("context", [None, UNSAMPLED, SAMPLED], ids=["none", "unsampled",
+                                                                     "sampled"])
+def test_record_all_is_recording_each_value(context, exemplar_filter, sdk_calls):
+    views = (View(instrument_name="sizes", aggregation=ExponentialBucketHistogramAggregation()),)
+    scenario = _deferred(DURATIONS, context)
+    sdk, cached = _both(scenario, exemplar_filter=exemplar_filter, views=views)
+    assert cached == sdk
+    [points] = [metric[-1] for metric in sdk[0] if metric[1] == "clstock.operation.duration"]
+    assert sorted(point["count"] for point in points) == [3, len(DURATIONS) + 1]
+
+
+def test_record_all_fills_buckets_at_once_when_no_exemplar_can_be_taken(sdk_calls):
+    _run(_deferred(DURATIONS, UNSAMPLED), cached=True)
+    # Only the first measurement of each set went the SDK's way; the new set value by value.
+    assert len(sdk_calls) == 2 + 1
+
+
+def test_record_all_with_odd_values_is_value_by_value(sdk_calls, caplog):
+    """Negative and non-finite values: the SDK's warnings, each value judged alone."""
+    odd = [0.1, -1.0, math.nan, math.inf, 2.0]
+    sdk = _run(_deferred(odd), cached=False)
+    sdk_messages = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    assert _run(_deferred(odd), cached=True) == sdk
+    assert [r.getMessage() for r in caplog.records] == sdk_messages
+    assert len(sdk_messages) == 3 + 3 + 2  # two instruments, then the first three again

@@ -26,6 +26,8 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram
 
+from clstock_otel_distro.patches.metric_records import record_all
+
 _logger = logging.getLogger(__name__)
 
 PENDING_LIMIT = 16384
@@ -50,11 +52,12 @@ class PendingDurations:
 
     def flush(self, options: CallbackOptions | None = None) -> list[Any]:
         """Record every pending duration; an observable callback (it observes nothing)."""
-        record = self.histogram.record
+        histogram = self.histogram
         for attributes, values in self._take():
             try:
-                for value in values:
-                    record(value, attributes)
+                # Value by value, or into the histogram at once (same result) when the
+                # metric-record cache can.
+                record_all(histogram, values, attributes)
             except Exception:
                 _logger.debug("clstock-otel could not record pending durations", exc_info=True)
         return []
