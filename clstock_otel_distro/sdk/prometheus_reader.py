@@ -107,6 +107,23 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
             _logger.warning("Prometheus metrics not served in process %d (%s: %s)",
                             os.getpid(), type(exc).__name__, exc)
 
+    # ------------------------------------------------------------ exposition
+
+    def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000,
+                         **kwargs: Any) -> None:
+        # Upstream builds target_info once, from the resource of the first scrape,
+        # and keeps it for the reader's life; a forked child inherits it with the rest
+        # of the reader. A master scraped before it forks (under gunicorn --preload the
+        # master imports the app, and is scraped, before it forks; any master is
+        # scraped before it replaces a worker) would have every worker it forks after
+        # that answer with the master's process.pid, for good. So target_info is built
+        # again at every scrape, from that scrape's resource: the MeterProvider's,
+        # which follows the fork (process.pid is re-detected in the child). The reset
+        # is of upstream's private cache; tests/distro/test_prometheus_workers.py
+        # fails if it stops taking effect.
+        self._collector._target_info = None
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
     # ------------------------------------------------------------- discovery
 
     def _write_target(self, host: str) -> None:
