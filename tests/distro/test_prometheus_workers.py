@@ -187,6 +187,51 @@ def test_forked_child_answers_with_its_own_pid(scraped):
     assert seen["child_answer"] == [seen["child"]], seen
 
 
+_FORK_MID_SCRAPE = textwrap.dedent(
+    """
+    import os, threading, time, urllib.request
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from clstock_otel_distro.sdk.prometheus_reader import WorkerPrometheusMetricReader
+
+    reader = WorkerPrometheusMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    in_scrape = threading.Event()
+
+    def slow(options):
+        in_scrape.set()
+        time.sleep(0.5)  # the parent's scrape holds the SDK's collect lock meanwhile
+        return [Observation(1)]
+
+    provider.get_meter("t").create_observable_gauge("slow", callbacks=[slow])
+    scrape = threading.Thread(target=lambda: urllib.request.urlopen(
+        f"http://127.0.0.1:{reader.port}/metrics").read())
+    scrape.start()
+    in_scrape.wait()
+    child = os.fork()
+    if child == 0:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{reader.port}/metrics", timeout=5).read()
+            os._exit(0)
+        except Exception:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    scrape.join()
+    print(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_fork_during_a_scrape_leaves_the_child_scrapable():
+    """A fork while the parent is being scraped: the child's own page still answers."""
+    env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"}
+    result = subprocess.run([sys.executable, "-c", _FORK_MID_SCRAPE], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"], "the child's scrape hung on a lock held at fork"
+
+
 def test_stale_target_files_of_this_host_are_removed(monkeypatch, tmp_path):
     """A starting process removes this host's files whose port refuses; live ones stay."""
     live = socket.socket()
