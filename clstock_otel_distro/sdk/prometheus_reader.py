@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_PROMETHEUS_PORT,
 )
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 
 from clstock_otel_distro import config as _config
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR
@@ -39,6 +41,8 @@ _HELPER_MODULES = ("multiprocessing.resource_tracker", "multiprocessing.forkserv
 _TARGET_FILE_PREFIX = "clstock"
 # A listening port on this host accepts at once; a dead one refuses at once.
 _PROBE_TIMEOUT_S = 0.5
+# How long a fork waits for a scrape in progress (the SDK's own collect timeout is 10 s).
+_FORK_WAIT_S = 10.0
 
 
 def _is_helper_process() -> bool:
@@ -51,22 +55,62 @@ def target_file_name(port: int | str) -> str:
     return f"{_TARGET_FILE_PREFIX}-{socket.gethostname()}-{port}.json"
 
 
+class _ForkSafeRegistry(CollectorRegistry):
+    """A registry whose collections never overlap a fork of the process."""
+
+    # A collection holds the SDK's locks (the measurement consumer's among them); a
+    # child forked while a scrape thread holds one inherits it held, by a thread the
+    # child does not have, and every scrape of the child then waits on it for ever
+    # (and so would any observable instrument it creates). The SDK (1.45) renews only
+    # the MeterProvider's own locks after a fork (opentelemetry-python issue 4345).
+    # So the reader holds ``collecting`` across each fork, and a collection holds it
+    # while it gathers (not while the page is written out).
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=True)
+        self.collecting = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self.collecting:
+            metrics = list(super().collect())
+        return iter(metrics)
+
+    def restricted_registry(self, names: Iterable[str]) -> Any:
+        # ?name[]=... scrapes collect through a view that bypasses collect() above.
+        return _Guarded(super().restricted_registry(names), self.collecting)
+
+
+class _Guarded:
+    """A restricted view of a :class:`_ForkSafeRegistry`, collected under its lock."""
+
+    def __init__(self, view: Any, lock: threading.Lock) -> None:
+        self._view, self._lock = view, lock
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            metrics = list(self._view.collect())
+        return iter(metrics)
+
+
 class WorkerPrometheusMetricReader(PrometheusMetricReader):
     """A Prometheus reader that serves each process, worker or forked child, on its own port."""
 
     def __init__(self) -> None:
         # A registry of its own (not the process-wide default): the page holds only
         # OpenTelemetry's metrics. Kept here, not read back from upstream's private field.
-        self._metrics_registry = CollectorRegistry(auto_describe=True)
+        self._metrics_registry = _ForkSafeRegistry()
         super().__init__(registry=self._metrics_registry)
         self._lock = threading.Lock()
         self._server: Any = None
         self._server_pid: int | None = None
         self._target_file: Path | None = None
+        self._held_for_fork = False
         self.port: int | None = None
         self._serve()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._serve_in_child)
+            os.register_at_fork(before=self._hold_collections,
+                                after_in_parent=self._release_collections,
+                                after_in_child=self._serve_in_child)
 
     # ------------------------------------------------------------------ serving
 
@@ -92,10 +136,26 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
             os.getpid(), OTEL_EXPORTER_PROMETHEUS_PORT, ports.start, ports.stop - 1, host,
         )
 
+    def _hold_collections(self) -> None:
+        # Before a fork, in the parent: wait for a scrape in progress to finish, and
+        # start no other until the fork is done (see _ForkSafeRegistry).
+        self._held_for_fork = self._metrics_registry.collecting.acquire(timeout=_FORK_WAIT_S)
+        if not self._held_for_fork:
+            _logger.warning("Process %d forks during a Prometheus scrape that has run "
+                            "for %.0f s; the child's metrics page may not answer",
+                            os.getpid(), _FORK_WAIT_S)
+
+    def _release_collections(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._metrics_registry.collecting.release()
+
     def _serve_in_child(self) -> None:
         # The server thread did not survive the fork; the listening socket did, and
         # still belongs to the parent's server.
         try:
+            self._metrics_registry.collecting = threading.Lock()
+            self._held_for_fork = False
             if self._server is not None:
                 with contextlib.suppress(OSError):
                     self._server.socket.close()
@@ -106,6 +166,23 @@ class WorkerPrometheusMetricReader(PrometheusMetricReader):
         except Exception as exc:  # a fork must never fail because of metrics
             _logger.warning("Prometheus metrics not served in process %d (%s: %s)",
                             os.getpid(), type(exc).__name__, exc)
+
+    # ------------------------------------------------------------ exposition
+
+    def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000,
+                         **kwargs: Any) -> None:
+        # Upstream builds target_info once, from the resource of the first scrape,
+        # and keeps it for the reader's life; a forked child inherits it with the rest
+        # of the reader. A master scraped before it forks (under gunicorn --preload the
+        # master imports the app, and is scraped, before it forks; any master is
+        # scraped before it replaces a worker) would have every worker it forks after
+        # that answer with the master's process.pid, for good. So target_info is built
+        # again at every scrape, from that scrape's resource: the MeterProvider's,
+        # which follows the fork (process.pid is re-detected in the child). The reset
+        # is of upstream's private cache; tests/distro/test_prometheus_workers.py
+        # fails if it stops taking effect.
+        self._collector._target_info = None
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
     # ------------------------------------------------------------- discovery
 

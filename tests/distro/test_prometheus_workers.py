@@ -136,6 +136,102 @@ def test_forked_child_serves_its_own_metrics(tmp_path):
     assert (child_has, parent_has) == ("True", "False")
 
 
+_FORK_PID_CHECK = textwrap.dedent(
+    """
+    import json, os, sys, urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from clstock_otel_distro.sdk.prometheus_reader import WorkerPrometheusMetricReader
+
+    def pid_on(port):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        return [int(sample.labels["process_pid"])
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == "target_info"]
+
+    reader = WorkerPrometheusMetricReader()
+    in_window = []
+    if sys.argv[1] == "window":
+        # Runs after the reader's fork hook (the child's server is up) and before
+        # the MeterProvider's (process.pid not yet re-detected): a scrape right then.
+        os.register_at_fork(after_in_child=lambda: in_window.extend(pid_on(reader.port)))
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create())
+    provider.get_meter("t").create_counter("requests").add(1)
+    before_fork = pid_on(reader.port)  # the master scraped before it forks
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, json.dumps([os.getpid(), in_window, pid_on(reader.port)]).encode())
+        os._exit(0)
+    child_pid, window, child_answer = json.loads(os.read(read, 4096))
+    os.waitpid(child, 0)
+    print(json.dumps({"parent": os.getpid(), "child": child_pid, "before_fork": before_fork,
+                      "window": window, "child_answer": child_answer,
+                      "parent_answer": pid_on(reader.port)}))
+    """
+)
+
+
+@pytest.mark.parametrize("scraped", ["before-fork", "window"])
+def test_forked_child_answers_with_its_own_pid(scraped):
+    """A child's target_info names its own process.pid, however early it is scraped."""
+    env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+           "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "process"}
+    result = subprocess.run([sys.executable, "-c", _FORK_PID_CHECK, scraped],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["before_fork"] == seen["parent_answer"] == [seen["parent"]], seen
+    assert seen["child_answer"] == [seen["child"]], seen
+
+
+_FORK_MID_SCRAPE = textwrap.dedent(
+    """
+    import os, threading, time, urllib.request
+    from opentelemetry.metrics import Observation
+    from opentelemetry.sdk.metrics import MeterProvider
+    from clstock_otel_distro.sdk.prometheus_reader import WorkerPrometheusMetricReader
+
+    reader = WorkerPrometheusMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    in_scrape = threading.Event()
+
+    def slow(options):
+        in_scrape.set()
+        time.sleep(0.5)  # the parent's scrape holds the SDK's collect lock meanwhile
+        return [Observation(1)]
+
+    provider.get_meter("t").create_observable_gauge("slow", callbacks=[slow])
+    scrape = threading.Thread(target=lambda: urllib.request.urlopen(
+        f"http://127.0.0.1:{reader.port}/metrics").read())
+    scrape.start()
+    in_scrape.wait()
+    child = os.fork()
+    if child == 0:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{reader.port}/metrics", timeout=5).read()
+            os._exit(0)
+        except Exception:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    scrape.join()
+    print(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_fork_during_a_scrape_leaves_the_child_scrapable():
+    """A fork while the parent is being scraped: the child's own page still answers."""
+    env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_PORT": str(free_port()),
+           "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"}
+    result = subprocess.run([sys.executable, "-c", _FORK_MID_SCRAPE], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"], "the child's scrape hung on a lock held at fork"
+
+
 def test_stale_target_files_of_this_host_are_removed(monkeypatch, tmp_path):
     """A starting process removes this host's files whose port refuses; live ones stay."""
     live = socket.socket()
