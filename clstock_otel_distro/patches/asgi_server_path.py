@@ -2,9 +2,9 @@
 
 Upstream's ASGI middleware (the FastAPI instrumentation installs it) does, per
 request, several times what it needs once: every header lookup decodes and
-lowercases all the request's headers (the Host header twice for the excluded-URL
-check and twice more for the attributes, the user agent, the content length, each
-propagator field), the attributes are set on the span a second time right after
+lowercases all the request's headers (the Host header three times: for the
+excluded-URL check, the URL and the old conventions' server name; the user agent, the
+content length, each propagator field), the attributes are set on the span a second time right after
 starting it with them, the metric attributes are filtered for both semantic
 conventions, ``use_span`` is a generator context manager, and every message sent
 decodes every response header. On a small request such as ClStock's ``/health``

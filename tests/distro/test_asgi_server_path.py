@@ -444,3 +444,29 @@ def test_websocket_and_lifespan_scopes_are_served_as_upstream_serves_them(http_s
             assert middleware.__dict__[asgi_server_path._DECIDED] is True
     assert views[1] == views[0]
     assert [span["name"] for span in views[0]] == ["GET /ws"]
+
+
+@pytest.mark.parametrize(("value", "lean"), [(None, True), ("false", False)])
+def test_under_opentelemetry_instrument(run_instrumented, value, lean):
+    """The distro serves FastAPI requests the lean way by default; the switch turns it off."""
+    code = (
+        "import asyncio, fastapi\n"
+        "from opentelemetry.instrumentation import asgi\n"
+        "app = fastapi.FastAPI()\n"
+        "app.get('/health')(lambda: {})\n"
+        "scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'query_string': b'',\n"
+        "         'headers': [(b'host', b'x')], 'scheme': 'http', 'server': ('x', 80)}\n"
+        "async def receive():\n"
+        "    return {'type': 'http.request', 'body': b''}\n"
+        "async def send(message):\n"
+        "    pass\n"
+        "asyncio.run(app(scope, receive, send))\n"
+        "middleware = app.middleware_stack.app\n"
+        "print(type(middleware).__name__, middleware.__dict__.get('_clstock_asgi_fast_path'))\n"
+    )
+    env = {"OTEL_TRACES_EXPORTER": "none"}
+    if value is not None:
+        env["OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH"] = value
+    done = run_instrumented(code, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["OpenTelemetryMiddleware", str(True if lean else None)]
