@@ -59,6 +59,7 @@ from clstock_otel_distro.environment_variables import (
     OTEL_PYTHON_CURL_CFFI_EXCLUDED_URLS,
 )
 from clstock_otel_distro.patches import (
+    asgi_server_path,
     fastapi_route_cache,
     registry,
     uvicorn_gc_freeze,
@@ -329,6 +330,9 @@ class ClStockDistro(BaseDistro):
         # The FastAPI instrumentation matches every route again on each request to
         # name its span: remembered per path instead.
         registry.install(fastapi_route_cache.PATCH)
+        # The ASGI middleware decodes every request header several times and sets
+        # every attribute twice: served with each done once, same spans and metrics.
+        registry.install(asgi_server_path.PATCH)
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         """Load and instrument one entry point; a failing instrumentor is skipped, not fatal.

@@ -12,6 +12,7 @@ through :mod:`clstock_otel_distro.config`.
 from __future__ import annotations
 
 __all__ = [
+    "DEFAULT_CLSTOCK_ASGI_FAST_PATH",
     "DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS",
     "DEFAULT_CLSTOCK_CLICK_IN_SERVERS",
     "DEFAULT_CLSTOCK_CODE_ATTRIBUTES",
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_SPOOL_MAX_BYTES",
     "DEFAULT_CLSTOCK_SQLITE3_SPANS",
     "DEFAULT_CLSTOCK_TRACE_METHODS",
+    "OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH",
     "OTEL_PYTHON_CLSTOCK_ASGI_INTERNAL_SPANS",
     "OTEL_PYTHON_CLSTOCK_CLICK_IN_SERVERS",
     "OTEL_PYTHON_CLSTOCK_CODE_ATTRIBUTES",
@@ -72,6 +74,7 @@ DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS = False
 DEFAULT_CLSTOCK_GC_FREEZE = True
 DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = True
 DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE = True
+DEFAULT_CLSTOCK_ASGI_FAST_PATH = True
 DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
 DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
 DEFAULT_CLSTOCK_METRIC_RECORD_CACHE = True
@@ -206,6 +209,21 @@ instrumentation names server spans after, instead of matching every route of the
 app again on each request. Apps with
 ``Host`` routes or route classes of their own are always looked up in full.
 ``false`` looks every request up as upstream does.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH = "OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH
+
+``true`` serves each HTTP request through the ASGI middleware the FastAPI
+instrumentation installs with its work done once (headers decoded once, attributes
+set once, metric attributes filtered once): the same spans and metrics as
+upstream's middleware, at a fraction of its cost. Middlewares it cannot reproduce
+exactly (old or duplicated HTTP semantic conventions, request/response hooks, header
+capture, internal ``http send``/``http receive`` spans, websocket requests) keep
+upstream's code. ``false`` leaves upstream's middleware as it is.
 
 **Default value:** ``true``
 """

@@ -8,6 +8,7 @@ imported, and only when the installed upstream is the one it was written for.
 
 The entries (``clstock-otel doctor`` lists them with their state):
 
+- ``asgi_server_path``: the ASGI middleware's ``OpenTelemetryMiddleware.__call__``
 - ``fastapi_route_cache``: the FastAPI instrumentation's ``_get_route_details``
 - ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
 - ``otlp_http_durable``: the OTLP/HTTP client's ``export`` and ``shutdown``
@@ -25,6 +26,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 from __future__ import annotations
 
 from clstock_otel_distro.patches import (
+    asgi_server_path,
     fastapi_route_cache,
     metric_records,
     otlp_attribute_cache,
@@ -43,6 +45,7 @@ __all__ = ["ALL_PATCHES"]
 
 ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     fastapi_route_cache.PATCH,
+    asgi_server_path.PATCH,
     otlp_attribute_cache.PATCH,
     otlp_http_durable.PATCH,
     resource_hash.PATCH,

@@ -193,7 +193,8 @@ def test_fastapi_internal_spans_on_request(monkeypatch):
 
 
 _HOOKS = [("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "uvicorn-gc-freeze"),
-          ("OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE", "fastapi-route-cache")]
+          ("OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE", "fastapi-route-cache"),
+          ("OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH", "asgi-server-path")]
 
 
 @pytest.mark.parametrize(("variable", "patch"), _HOOKS)

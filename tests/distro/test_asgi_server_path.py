@@ -1,0 +1,472 @@
+"""The lean ASGI server path: the same spans, metrics and responses as upstream's middleware.
+
+One matrix of requests goes through a FastAPI app instrumented by the real FastAPI
+instrumentation twice, once with upstream's ``OpenTelemetryMiddleware.__call__`` and
+once with the patch, each into fresh in-memory providers; everything but timestamps,
+ids and durations must be the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from opentelemetry.instrumentation import asgi as asgi_module
+from opentelemetry.instrumentation import propagators
+from opentelemetry.instrumentation._semconv import (
+    _OpenTelemetrySemanticConventionStability,
+    _OpenTelemetryStabilitySignalType,
+    _StabilityMode,
+)
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import format_span_id
+
+from clstock_otel_distro.patches import asgi_server_path
+from tests.support.otel_testing import Telemetry
+
+ORIGINAL_CALL = vars(asgi_module.OpenTelemetryMiddleware)["__call__"]
+REMOTE_TRACE = "0af7651916cd43dd8448eb211c80319c"
+REMOTE_SPAN = "b7ad6b7169203331"
+EXCLUDED = r"/excluded,/items/7$,//internal\.example\.com/,^https://tls\.example\.com/"
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items")
+    def items(q: str | None = None) -> dict:
+        return {"q": q}
+
+    @app.get("/items/{item_id}")
+    def item(item_id: int) -> dict:
+        return {"id": item_id}
+
+    @app.get("/boom")
+    def boom() -> dict:
+        raise ValueError("boom")
+
+    @app.get("/unavailable")
+    def unavailable() -> JSONResponse:
+        return JSONResponse({"down": True}, status_code=503)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/json")
+
+    @app.get("/stream")
+    def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"a", b"bb", b"ccc"]))
+
+    @app.get("/stream-fails")
+    def stream_fails() -> StreamingResponse:
+        def chunks() -> Iterator[bytes]:
+            yield b"a"
+            raise RuntimeError("midway")
+
+        return StreamingResponse(chunks())
+
+    @app.get("/excluded")
+    def excluded() -> dict:
+        return {}
+
+    return app
+
+
+def _scope(path: str, method: str = "GET", query: bytes = b"",
+           headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> dict[str, Any]:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+        "root_path": "", "query_string": query,
+        "headers": [(b"host", b"testserver"), (b"user-agent", b"pytest-client/1.0")]
+        if headers is None else headers,
+        "client": ("127.0.0.1", 51000), "server": ("127.0.0.1", 8000),
+    }
+    scope.update(extra)
+    return scope
+
+
+_UA = (b"user-agent", b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
+_BODY = b'{"symbol": "7203"}'
+
+# (id, scope, request body, inside an already-current span)
+MATRIX: list[tuple[str, dict[str, Any], bytes, bool]] = [
+    ("query", _scope("/items", query=b"q=a%20b&n=1"), b"", False),
+    ("path-parameter", _scope("/items/42"), b"", False),
+    ("not-found", _scope("/nowhere"), b"", False),
+    ("raises", _scope("/boom"), b"", False),
+    ("503", _scope("/unavailable"), b"", False),
+    ("post-body", _scope("/echo", "POST", headers=[
+        (b"host", b"api.example.com:8443"), (b"content-type", b"application/json"),
+        (b"content-length", str(len(_BODY)).encode())]), _BODY, False),
+    ("post-bad-length", _scope("/echo", "POST", headers=[
+        (b"host", b"testserver"), (b"content-length", b"many")]), b"{}", False),
+    ("head", _scope("/items/42", "HEAD"), b"", False),
+    ("unknown-method", _scope("/items/42", "FOO"), b"", False),
+    ("lower-case-method", _scope("/items/42", "get"), b"", False),
+    ("traceparent", _scope("/items/42", headers=[
+        (b"host", b"testserver"),
+        (b"traceparent", f"00-{REMOTE_TRACE}-{REMOTE_SPAN}-01".encode()),
+        (b"tracestate", b"vendor=value")]), b"", False),
+    ("traceparent-mixed-case", _scope("/items/42", headers=[
+        (b"Host", b"testserver"),
+        (b"TraceParent", f"00-{REMOTE_TRACE}-{REMOTE_SPAN}-01".encode())]), b"", False),
+    ("inside-a-span", _scope("/items/42"), b"", True),
+    ("bot", _scope("/items/42", headers=[(b"host", b"testserver"), _UA]), b"", False),
+    ("no-host", _scope("/items/42", headers=[]), b"", False),
+    ("http2", _scope("/items/42", http_version="2", scheme="https",
+                     server=("10.0.0.1", 443), client=("10.0.0.2", 4431)), b"", False),
+    ("port-80-no-client", _scope("/items", server=("10.0.0.1", 80), client=None), b"", False),
+    ("streaming", _scope("/stream"), b"", False),
+    ("streaming-raises", _scope("/stream-fails"), b"", False),
+    ("excluded", _scope("/excluded"), b"", False),
+    ("excluded-by-host-url", _scope("/items/7"), b"", False),
+    ("not-excluded", _scope("/items/70"), b"", False),
+    ("excluded-by-host", _scope("/items/42", headers=[(b"host", b"internal.example.com")]),
+     b"", False),
+    ("excluded-host-is-the-header", _scope("/items/42", headers=[(b"host", b"testserver")],
+                                           server=("internal.example.com", 80)), b"", False),
+    ("excluded-by-scheme", _scope("/items/42", headers=[(b"host", b"tls.example.com")],
+                                  scheme="https"), b"", False),
+    ("not-excluded-scheme", _scope("/items/42", headers=[(b"host", b"tls.example.com")]),
+     b"", False),
+]
+
+
+async def _request(app: Any, scope: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
+    """Serve one request through raw ASGI; the messages the server was sent."""
+    sent: list[dict[str, Any]] = []
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # no disconnect: the app finishes first
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append({**message, "headers": list(message.get("headers", []))})
+
+    await app(scope, receive, send)
+    return sent
+
+
+_FRAME = re.compile(r'^  File "(?P<path>[^"]+)", line \d+, in \w+', re.MULTILINE)
+# The middleware's own frames (upstream's __call__ and use_span, or the patch's).
+_MIDDLEWARE_FILES = ("opentelemetry/instrumentation/asgi/__init__.py",
+                     "opentelemetry/trace/__init__.py", "patches/asgi_server_path.py")
+
+
+def _stacktrace(text: str) -> str:
+    """A stack trace without the middleware's frames (their file and line differ)."""
+    starts = [m.start() for m in _FRAME.finditer(text)] + [len(text)]
+    kept = [text[:starts[0]]]
+    for start, end in zip(starts, starts[1:]):
+        frame = text[start:end]
+        path = _FRAME.match(frame)["path"]
+        last = end == starts[-1]
+        if path.endswith(_MIDDLEWARE_FILES) and not last:
+            continue
+        if path.endswith(_MIDDLEWARE_FILES):  # the final frame carries the message line
+            frame = frame.split("\n", 2)[-1] if frame.count("\n") >= 2 else ""
+        kept.append(frame)
+    return "".join(kept)
+
+
+class _Ids:
+    """Span and trace ids replaced by what they are: span #n, the remote parent."""
+
+    def __init__(self, spans: list[ReadableSpan]) -> None:
+        self.spans = {span.context.span_id: f"span#{i}" for i, span in enumerate(spans)}
+        self.traces: dict[int, str] = {}
+
+    def span(self, span_id: int) -> str:
+        if format_span_id(span_id) == REMOTE_SPAN:
+            return "remote"
+        return self.spans.get(span_id, "unknown")
+
+    def trace(self, trace_id: int) -> str:
+        if f"{trace_id:032x}" == REMOTE_TRACE:
+            return "remote-trace"
+        return self.traces.setdefault(trace_id, f"trace#{len(self.traces)}")
+
+    def text(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        for span_id, name in self.spans.items():
+            value = value.replace(format_span_id(span_id), name)
+        return re.sub(r"\b[0-9a-f]{32}\b",
+                      lambda m: self.trace(int(m.group(), 16)), value)
+
+
+def _span_view(span: ReadableSpan, ids: _Ids) -> dict[str, Any]:
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
+        "attributes": list(span.attributes.items()),
+        "dropped_attributes": span.dropped_attributes,
+        "status": (span.status.status_code, span.status.description),
+        "events": [
+            (event.name, [(key, _stacktrace(value) if key == "exception.stacktrace" else value)
+                          for key, value in event.attributes.items()])
+            for event in span.events
+        ],
+        "parent": None if span.parent is None else ids.span(span.parent.span_id),
+        "remote_parent": span.parent.is_remote if span.parent is not None else None,
+        "trace": ids.trace(span.context.trace_id),
+        "ended": span.end_time is not None and span.end_time >= span.start_time,
+    }
+
+
+# Histograms whose recorded values do not depend on timing.
+_EXACT = ("http.server.request.body.size", "http.server.response.body.size")
+
+
+def _metric_view(telemetry: Telemetry, ids: _Ids) -> list[Any]:
+    data = telemetry.reader.get_metrics_data()
+    view = []
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                points = []
+                for point in metric.data.data_points:
+                    attributes = sorted(point.attributes.items())
+                    if isinstance(point, HistogramDataPoint):
+                        exact = metric.name in _EXACT
+                        points.append((attributes, point.count,
+                                       point.bucket_counts if exact else None,
+                                       point.sum if exact else None,
+                                       sorted(ids.span(e.span_id) for e in point.exemplars)
+                                       if exact else bool(point.exemplars)))
+                    else:
+                        assert isinstance(point, NumberDataPoint)
+                        points.append((attributes, point.value))
+                view.append((scope_metrics.scope.name, metric.name, metric.unit,
+                             metric.description, sorted(points, key=repr)))
+    return sorted(view, key=repr)
+
+
+def _serve_matrix(matrix: list[tuple[str, dict[str, Any], bytes, bool]],
+                  telemetry: Telemetry, **instrument: Any) -> tuple[dict[str, Any], Any]:
+    """Serve ``matrix`` through a freshly instrumented app; what each request produced."""
+    app = _app()
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED, **telemetry.kwargs,
+                                       **instrument)
+    tracer = telemetry.tracer_provider.get_tracer("tests")
+    outcomes = []
+    try:
+        for name, scope, body, inside in matrix:
+            try:
+                if inside:
+                    with tracer.start_as_current_span("outer"):
+                        sent = asyncio.run(_request(app, dict(scope), body))
+                else:
+                    sent = asyncio.run(_request(app, dict(scope), body))
+            except Exception as exc:
+                outcomes.append((name, "raised", type(exc).__name__, str(exc)))
+            else:
+                outcomes.append((name, "sent", sent))
+        middleware = app.middleware_stack.app
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    spans = list(telemetry.exporter.get_finished_spans())
+    ids = _Ids(spans)
+    result = {
+        "outcomes": [tuple(ids.text(repr(part)) for part in outcome) for outcome in outcomes],
+        "spans": [_span_view(span, ids) for span in spans],
+        "metrics": _metric_view(telemetry, ids),
+    }
+    return result, middleware
+
+
+@pytest.fixture
+def http_semconv(monkeypatch: pytest.MonkeyPatch) -> Callable[[_StabilityMode], None]:
+    """Sets the HTTP semantic-convention mode middlewares built in the test see (restored)."""
+    _OpenTelemetrySemanticConventionStability._initialize()
+
+    def set_mode(mode: _StabilityMode) -> None:
+        monkeypatch.setitem(
+            _OpenTelemetrySemanticConventionStability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING,
+            _OpenTelemetryStabilitySignalType.HTTP, mode)
+
+    set_mode(_StabilityMode.HTTP)  # the distro's default (OTEL_SEMCONV_STABILITY_OPT_IN=http)
+    return set_mode
+
+
+@pytest.fixture
+def compare(http_semconv: Any) -> Callable[..., tuple[dict[str, Any], dict[str, Any], Any]]:
+    """Serve a matrix without the patch, then with it: (upstream's, the patch's, middleware)."""
+
+    def run(matrix: list = MATRIX, processor: SpanProcessor | None = None,
+            **instrument: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        instrument.setdefault("exclude_spans", ["receive", "send"])
+        results = []
+        middleware = None
+        for patched in (False, True):
+            telemetry = Telemetry.create()
+            if processor is not None:
+                telemetry.tracer_provider.add_span_processor(processor)
+            undo = asgi_server_path.patch(asgi_module) if patched else None
+            try:
+                result, middleware = _serve_matrix(matrix, telemetry, **instrument)
+            finally:
+                if undo is not None:
+                    undo()
+                telemetry.shutdown()
+            results.append(result)
+        assert vars(asgi_module.OpenTelemetryMiddleware)["__call__"] is ORIGINAL_CALL
+        return results[0], results[1], middleware
+
+    return run
+
+
+def _assert_same(upstream: dict[str, Any], patched: dict[str, Any]) -> None:
+    assert patched["outcomes"] == upstream["outcomes"]
+    assert len(patched["spans"]) == len(upstream["spans"])
+    for index, (mine, theirs) in enumerate(zip(patched["spans"], upstream["spans"])):
+        assert mine == theirs, f"span #{index} ({theirs['name']})"
+    for mine, theirs in zip(patched["metrics"], upstream["metrics"]):
+        assert mine[:4] == theirs[:4]
+        for point, expected in zip(mine[4], theirs[4]):
+            assert point == expected, f"{theirs[1]} point"
+    assert patched["metrics"] == upstream["metrics"]
+
+
+def test_the_matrix_gives_upstreams_spans_metrics_and_responses(compare):
+    """Every request of the matrix: the same spans, metric streams and messages as upstream."""
+    upstream, patched, middleware = compare()
+    assert middleware.__dict__[asgi_server_path._DECIDED] is True  # the lean path served
+    _assert_same(upstream, patched)
+    # The matrix exercises what it claims (guards against a matrix that tests nothing).
+    spans = {span["name"]: span for span in upstream["spans"]}
+    kinds = {span["kind"].name for span in upstream["spans"]}
+    assert {"SERVER", "INTERNAL"} <= kinds
+    assert any(span["parent"] == "remote" for span in upstream["spans"])
+    assert spans["GET /boom"]["status"][0].name == "ERROR"
+    assert any(dict(span["attributes"]).get("user_agent.synthetic.type") == "bot"
+               for span in upstream["spans"])
+    assert any(dict(span["attributes"]).get("http.request.method_original") == "FOO"
+               for span in upstream["spans"])
+    assert not any("/excluded" in span["name"] for span in upstream["spans"])
+    assert len(spans["GET /stream-fails"]["events"]) == 2  # the middleware's own record too
+    points = {name: found for _, name, _, _, found in upstream["metrics"]}
+    assert all(value == 0 for _, value in points["http.server.active_requests"])
+    assert points["http.server.request.body.size"]
+    assert points["http.server.response.body.size"]
+
+
+def test_with_a_response_propagator(compare):
+    """A global response propagator: the same traceresponse header, naming the server span."""
+    previous = propagators.get_global_response_propagator()
+    propagators.set_global_response_propagator(propagators.TraceResponsePropagator())
+    try:
+        upstream, patched, _ = compare(MATRIX[:3])
+    finally:
+        propagators.set_global_response_propagator(previous)
+    _assert_same(upstream, patched)
+    assert "traceresponse" in upstream["outcomes"][0][2]
+
+
+def test_attributes_changed_at_start_are_set_again_as_upstream_does(compare):
+    """A span processor that adds an attribute at start: upstream's second setting is kept."""
+
+    class Adds(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            span.set_attribute("added.at.start", 1)
+
+    upstream, patched, _ = compare(MATRIX[:2], processor=Adds())
+    _assert_same(upstream, patched)
+    assert upstream["spans"][0]["attributes"][0] == ("added.at.start", 1)
+
+
+def test_a_diverging_attribute_is_noticed(compare, monkeypatch):
+    """The comparison fails when the lean path writes one attribute differently."""
+    monkeypatch.setattr(asgi_server_path, "USER_AGENT_ORIGINAL", "user_agent.bogus")
+    upstream, patched, _ = compare(MATRIX[:1])
+    with pytest.raises(AssertionError):
+        _assert_same(upstream, patched)
+
+
+@pytest.mark.parametrize("setting", ["hook", "internal-spans", "old-semconv", "dup-semconv"])
+def test_configurations_it_cannot_reproduce_are_upstreams(compare, http_semconv, setting):
+    """Hooks, receive/send spans, other semantic conventions: upstream's __call__ serves."""
+    instrument: dict[str, Any] = {}
+    if setting == "hook":
+        instrument["server_request_hook"] = lambda span, scope: span.set_attribute("hooked", 1)
+    elif setting == "internal-spans":
+        instrument["exclude_spans"] = []
+    elif setting == "old-semconv":
+        http_semconv(_StabilityMode.DEFAULT)
+    else:
+        http_semconv(_StabilityMode.HTTP_DUP)
+    upstream, patched, middleware = compare(MATRIX[:4], **instrument)
+    assert middleware.__dict__[asgi_server_path._DECIDED] is False
+    _assert_same(upstream, patched)
+
+
+def test_websocket_and_lifespan_scopes_are_served_as_upstream_serves_them(http_semconv):
+    """Scopes other than HTTP go to upstream's __call__: the same spans with the patch."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": "hi"})
+
+    async def send(message: Any) -> None:
+        pass
+
+    views = []
+    for patched in (False, True):
+        telemetry = Telemetry.create()
+        undo = asgi_server_path.patch(asgi_module) if patched else None
+        try:
+            middleware = asgi_module.OpenTelemetryMiddleware(
+                app, exclude_spans=["receive", "send"], **telemetry.kwargs)
+            for kind in ("lifespan", "websocket"):
+                asyncio.run(middleware(_scope("/ws", type=kind), None, send))
+        finally:
+            if undo is not None:
+                undo()
+            telemetry.shutdown()
+        spans = list(telemetry.exporter.get_finished_spans())
+        views.append([_span_view(span, _Ids(spans)) for span in spans])
+        if patched:
+            assert middleware.__dict__[asgi_server_path._DECIDED] is True
+    assert views[1] == views[0]
+    assert [span["name"] for span in views[0]] == ["GET /ws"]
+
+
+@pytest.mark.parametrize(("value", "lean"), [(None, True), ("false", False)])
+def test_under_opentelemetry_instrument(run_instrumented, value, lean):
+    """The distro serves FastAPI requests the lean way by default; the switch turns it off."""
+    code = (
+        "import asyncio, fastapi\n"
+        "from opentelemetry.instrumentation import asgi\n"
+        "app = fastapi.FastAPI()\n"
+        "app.get('/health')(lambda: {})\n"
+        "scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'query_string': b'',\n"
+        "         'headers': [(b'host', b'x')], 'scheme': 'http', 'server': ('x', 80)}\n"
+        "async def receive():\n"
+        "    return {'type': 'http.request', 'body': b''}\n"
+        "async def send(message):\n"
+        "    pass\n"
+        "asyncio.run(app(scope, receive, send))\n"
+        "middleware = app.middleware_stack.app\n"
+        "print(type(middleware).__name__, middleware.__dict__.get('_clstock_asgi_fast_path'))\n"
+    )
+    env = {"OTEL_TRACES_EXPORTER": "none"}
+    if value is not None:
+        env["OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH"] = value
+    done = run_instrumented(code, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["OpenTelemetryMiddleware", str(True if lean else None)]
