@@ -808,6 +808,25 @@ def test_non_sampled_parent_takes_the_fast_path(telemetry, module, patches, remo
         ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 2)]
 
 
+def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches):
+    """always_off drops every span: under its non-sampled server span, no span per call."""
+    pipeline = Telemetry.create(sampler=ALWAYS_OFF)
+    calls: list = []
+
+    class Predictor:
+        def calculate_score(self, symbol):
+            return trace.get_current_span()
+
+    _trace_class(pipeline, module, Predictor, patches,
+                 specs={"calculate_score": _counting_spec(calls)})
+    with pipeline.tracer_provider.get_tracer("server").start_as_current_span("GET /") as parent:
+        assert not parent.get_span_context().trace_flags.sampled
+        assert Predictor().calculate_score("7203") is parent
+    assert calls == [] and pipeline.spans() == []
+    assert pipeline.points(CLSTOCK_OPERATION_DURATION) == [
+        ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 1)]
+
+
 def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module, patches):
     """The fast path is only for samplers that drop such children: ALWAYS_ON samples."""
     pipeline = Telemetry.create(sampler=ALWAYS_ON)

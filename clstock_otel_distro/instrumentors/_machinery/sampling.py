@@ -3,9 +3,10 @@
 Two shortcuts of the traced call (``calls.Operation.begin``) rest on it:
 
 - the fast path: under a non-sampled parent, with a sampler that drops every child of
-  such a parent (the SDK's default, ``ParentBased`` with ``ALWAYS_OFF`` delegates),
-  the span would only be non-recording, so none is created; the context keeps the
-  parent, so what is propagated (trace id, sampled=0) does not change;
+  such a parent (the SDK's default, ``ParentBased`` with ``ALWAYS_OFF`` delegates, or
+  ``always_off`` itself, which drops every span), the span would only be
+  non-recording, so none is created; the context keeps the parent, so what is
+  propagated (trace id, sampled=0) does not change;
 - attributes up front: under a local, sampled, recording parent, with a sampler that
   records every such child (``parentbased_always_on`` or ``parentbased_traceidratio``),
   the call-time attributes are computed before the span starts and given to
@@ -60,6 +61,20 @@ def _parent_based_decides(tracer: Tracer, delegates: tuple[str, ...], decision: 
     return True
 
 
+def _drops_every_span(tracer: Tracer) -> bool | None:
+    """Whether ``tracer``'s sampler is a static one that drops (``always_off``); None
+    while the tracer has no sampler yet."""
+    sampler = _sampler_of(tracer)
+    if sampler is None:
+        return None
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
+    except ImportError:  # pragma: no cover - a sampler without the SDK
+        return False
+    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision",
+                                                          None) is Decision.DROP
+
+
 # The default sampler's "parent not sampled" delegates drop: such a child would be a
 # non-recording span. Its "local parent sampled" delegate records: such a child is
 # certain to record.
@@ -85,8 +100,10 @@ class ChildSampling:
         """Whether children of a non-sampled parent are dropped."""
         known = self._drops_unsampled
         if known is None:
-            known = self._drops_unsampled = _parent_based_decides(self.tracer,
-                                                                  *_DROPS_UNSAMPLED)
+            known = _drops_every_span(self.tracer)
+            if known is False:
+                known = _parent_based_decides(self.tracer, *_DROPS_UNSAMPLED)
+            self._drops_unsampled = known
         return bool(known)  # None (no real tracer yet): asked again next time
 
     def records_sampled_children(self) -> bool:
