@@ -25,7 +25,12 @@ SDK's: tests/distro/test_metric_records.py compares both paths point by point.
 :func:`record_all` records many values of one attribute set at once (the deferred
 durations of non-sampled calls, handed over when metrics are collected): into an
 explicit-bucket histogram under one lock, in order, with the SDK's arithmetic, when
-no exemplar can be taken; otherwise value by value.
+no exemplar can be taken; otherwise value by value. :func:`record_all_traced` does
+the same for the durations of traced calls, each with its time and span context:
+the values go in at once and, as the SDK's aligned-bucket exemplar reservoir keeps
+the last measurement offered to each bucket, only that one is offered per bucket
+(:func:`defers_traced` says beforehand whether an attribute set can be handed over
+that way).
 ``OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE=false`` turns it off.
 """
 
@@ -42,7 +47,7 @@ from typing import Any
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE
 from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["MAX_BOUND", "PATCH", "patch", "record_all"]
+__all__ = ["MAX_BOUND", "PATCH", "defers_traced", "patch", "record_all", "record_all_traced"]
 
 _MODULE = "opentelemetry.sdk.metrics"
 _METHODS = (("Histogram", "record"), ("Counter", "add"), ("UpDownCounter", "add"))
@@ -238,6 +243,135 @@ def record_all(histogram: Any, values: Sequence[float],
                 aggregation._max = max(aggregation._max, max(values))
 
 
+# (value, time_unix_nano, span context) of one traced call's duration.
+TracedDuration = tuple[float, int, Any]
+
+
+def defers_traced(histogram: Any, attributes: Mapping[str, Any] | None) -> bool | None:
+    """Whether traced-call durations of this set can wait for :func:`record_all_traced`.
+
+    True when the cache is active and the set bound, the exemplar filter is one of the
+    SDK's three (always on, always off, trace-based: decided by the span context
+    alone) and every aggregation is an explicit-bucket histogram with the SDK's
+    aligned-bucket exemplar reservoir; None when the set is not bound yet (the SDK
+    has not recorded it); False otherwise.
+    """
+    if getattr(type(histogram).record, "__wrapped__", None) is None:
+        return False  # the cache is not active
+    if _bound(histogram, attributes) is None:
+        return None
+    return _traced_aggregations(histogram, attributes) is not None
+
+
+def record_all_traced(histogram: Any, durations: Sequence[TracedDuration],
+                      attributes: Mapping[str, Any] | None) -> None:
+    """``histogram.record(value, attributes, <its span's context>)`` for each, in order.
+
+    The same bucket counts, sum, min and max, and the same exemplars (value, time,
+    attributes, span and trace ids): the SDK's reservoir keeps the last measurement
+    offered to each bucket, so only that one is offered. When the set cannot be
+    handed over so (:func:`defers_traced` no longer holds), each value is recorded
+    the SDK's way, in a context holding a non-recording span with its span context
+    (the exemplar then takes the time of this call).
+    """
+    from opentelemetry.trace import NonRecordingSpan, set_span_in_context
+
+    found = _traced_aggregations(histogram, attributes)
+    if found is None or not all(value.__class__ is float and value >= 0 and math.isfinite(value)
+                                for value, _, _ in durations):
+        for value, _, span_context in durations:
+            histogram.record(value, attributes,
+                             set_span_in_context(NonRecordingSpan(span_context)))
+        return
+    aggregations, samples = found
+    values = [value for value, _, _ in durations]
+    sampled = [samples(span_context) for _, _, span_context in durations]
+    for aggregation in aggregations:
+        boundaries = aggregation._boundaries
+        last: dict[int, int] = {}  # bucket -> index of the last sampled duration in it
+        with aggregation._lock:
+            counts = aggregation._value
+            if counts is None:
+                counts = aggregation._value = aggregation._get_empty_bucket_counts()
+            total = aggregation._sum
+            for index, value in enumerate(values):
+                bucket = bisect_left(boundaries, value)
+                total += value
+                counts[bucket] += 1
+                if sampled[index]:
+                    last[bucket] = index
+            aggregation._sum = total
+            if aggregation._record_min_max and values:
+                aggregation._min = min(aggregation._min, min(values))
+                aggregation._max = max(aggregation._max, max(values))
+        reservoir = aggregation._reservoir
+        for index in last.values():
+            value, time_unix_nano, span_context = durations[index]
+            reservoir.offer(value, time_unix_nano, dict(attributes or {}),
+                            set_span_in_context(NonRecordingSpan(span_context)))
+
+
+def _traced_aggregations(histogram: Any, attributes: Any
+                         ) -> tuple[tuple[Any, ...], Callable[[Any], bool]] | None:
+    """The aggregations and exemplar decision of :func:`record_all_traced`, or None."""
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation,
+    )
+    from opentelemetry.sdk.metrics._internal.exemplar import (
+        AlignedHistogramBucketExemplarReservoir,
+        AlwaysOffExemplarFilter,
+        AlwaysOnExemplarFilter,
+        TraceBasedExemplarFilter,
+    )
+
+    bound = _bound(histogram, attributes)
+    if bound is None:
+        return None
+    filter_class = histogram._measurement_consumer._sdk_config.exemplar_filter.__class__
+    if filter_class is TraceBasedExemplarFilter:
+        samples = _trace_sampled
+    elif filter_class is AlwaysOnExemplarFilter:
+        samples = _always
+    elif filter_class is AlwaysOffExemplarFilter:
+        samples = _never
+    else:
+        return None
+    for aggregation in bound.aggregations:
+        if aggregation.__class__ is not _ExplicitBucketHistogramAggregation:
+            return None
+        if (samples is not _never and aggregation._reservoir.__class__
+                is not AlignedHistogramBucketExemplarReservoir):
+            return None
+    return bound.aggregations, samples
+
+
+def _trace_sampled(span_context: Any) -> bool:
+    # TraceBasedExemplarFilter on a context holding a span with this span context.
+    return bool(span_context.is_valid and span_context.trace_flags.sampled)
+
+
+def _always(span_context: Any) -> bool:
+    return True
+
+
+def _never(span_context: Any) -> bool:
+    return False
+
+
+def _bound(histogram: Any, attributes: Any) -> _Bound | None:
+    """The bound aggregations of a set while the cache is active and the meter enabled."""
+    if getattr(type(histogram).record, "__wrapped__", None) is None:
+        return None  # the cache is not active
+    table = histogram.__dict__.get(_TABLE)
+    key = _key(attributes)
+    bound = None if table is None or key is None else table.get(key)
+    config = histogram._meter_config
+    if (bound is None or bound.storages is not histogram._measurement_consumer._reader_storages
+            or (config is not None and not config.is_enabled)):
+        return None
+    return bound
+
+
 def _bulk_aggregations(histogram: Any, attributes: Any) -> tuple[Any, ...] | None:
     """The aggregations ``record_all`` may fill directly, or None (record value by value)."""
     from opentelemetry.context import get_current
@@ -251,17 +385,10 @@ def _bulk_aggregations(histogram: Any, attributes: Any) -> tuple[Any, ...] | Non
     from opentelemetry.trace import INVALID_SPAN
     from opentelemetry.trace.propagation import _SPAN_KEY
 
-    if getattr(type(histogram).record, "__wrapped__", None) is None:
-        return None  # the cache is not active
-    table = histogram.__dict__.get(_TABLE)
-    key = _key(attributes)
-    bound = None if table is None or key is None else table.get(key)
-    consumer = histogram._measurement_consumer
-    config = histogram._meter_config
-    if (bound is None or bound.storages is not consumer._reader_storages
-            or (config is not None and not config.is_enabled)):
+    bound = _bound(histogram, attributes)
+    if bound is None:
         return None
-    exemplar_filter = consumer._sdk_config.exemplar_filter
+    exemplar_filter = histogram._measurement_consumer._sdk_config.exemplar_filter
     if exemplar_filter.__class__ is TraceBasedExemplarFilter:
         span = get_current().get(_SPAN_KEY)
         if (span is not None and span != INVALID_SPAN

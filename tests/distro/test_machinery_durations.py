@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics._internal.exemplar import ExemplarFilter
 from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricExporter,
@@ -26,6 +28,7 @@ from clstock_otel_distro.instrumentors._machinery import (
     traced,
 )
 from clstock_otel_distro.instrumentors._machinery.patches import uninstall_all
+from clstock_otel_distro.patches import metric_records, registry
 from clstock_otel_distro.semconv import (
     CLSTOCK_OPERATION_DURATION,
     CLSTOCK_OPERATION_NAME,
@@ -208,3 +211,96 @@ def test_a_forked_child_forgets_its_parents_pending_values(telemetry, module, pa
         predictor.calculate_score("7203")
     durations._forget_pending_in_child()
     assert _points(telemetry.reader) == []
+
+
+# -- traced calls' durations, with the metric-record cache ----------------------------------
+
+
+@pytest.fixture
+def record_cache() -> Iterator[None]:
+    """The metric-record cache installed (as the configurator does), undone afterwards."""
+    assert registry.install(metric_records.PATCH) is registry.PatchState.ACTIVE
+    yield
+    registry.uninstall(metric_records.PATCH)
+
+
+def _traced_durations(cls: type) -> int:
+    return sum(len(values) for _, values in cls.telemetry.pending._traced.values())
+
+
+def _run_traced(module: types.ModuleType, patches: list, monkeypatch: pytest.MonkeyPatch,
+                **create: Any) -> tuple[Telemetry, type]:
+    """Twenty traced calls with fixed durations under a sampled parent (not collected yet).
+
+    The durations come from a fake clock: 1 ms, 2 ms, ... so that runs compare.
+    """
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(calls, "perf_counter", lambda: sum(range(next(ticks) + 1)) / 2000)
+    pipeline = Telemetry.create(**create)
+    cls = _trace(pipeline.kwargs, module, patches)
+    with pipeline.tracer_provider.get_tracer("t").start_as_current_span("parent"):
+        for _ in range(20):
+            cls().calculate_score("7203")
+    return pipeline, cls
+
+
+def _comparable(points: list[Any], pipeline: Telemetry) -> list[Any]:
+    """Points with each exemplar's span named by its position among the finished spans."""
+    spans = pipeline.spans()
+    order = {span.context.span_id: index for index, span in enumerate(spans)}
+    trace_id = spans[0].context.trace_id
+    return [(dict(p.attributes), p.count, p.sum, p.min, p.max, list(p.bucket_counts),
+             [(e.value, order.get(e.span_id), e.trace_id == trace_id,
+               dict(e.filtered_attributes or {}))
+              for e in p.exemplars]) for p in points]
+
+
+def test_traced_durations_wait_and_arrive_with_the_sdks_exemplars(module, patches,
+                                                                   monkeypatch, record_cache):
+    """After the set's first recording, traced calls' durations wait for the collection;
+    the histogram and its exemplars are those of recording each at once."""
+    pipeline, cls = _run_traced(module, patches, monkeypatch)
+    # The first call went the SDK's way (it resolves the set), the 19 others wait.
+    assert _traced_durations(cls) == 19
+    waited = _comparable(_points(pipeline.reader), pipeline)
+    assert _traced_durations(cls) == 0
+    pipeline.shutdown()
+    uninstall_all(patches)
+    patches.clear()
+    registry.uninstall(metric_records.PATCH)
+    sdk_pipeline, sdk_cls = _run_traced(module, patches, monkeypatch)
+    assert _traced_durations(sdk_cls) == 0  # without the cache: recorded at once
+    assert waited == _comparable(_points(sdk_pipeline.reader), sdk_pipeline)
+    [(_, count, _, _, _, buckets, exemplars)] = waited
+    assert count == 20 and len(exemplars) == len([b for b in buckets if b])
+    sdk_pipeline.shutdown()
+
+
+def test_traced_durations_record_at_once_past_their_limit(module, patches, monkeypatch,
+                                                          record_cache):
+    monkeypatch.setattr(calls, "TRACED_PENDING_LIMIT", 4)
+    pipeline, cls = _run_traced(module, patches, monkeypatch)
+    assert _traced_durations(cls) == 4
+    assert _points(pipeline.reader)[0].count == 20
+    assert _traced_durations(cls) == 0
+    pipeline.shutdown()
+
+
+def test_traced_durations_with_another_exemplar_filter_record_at_once(module, patches,
+                                                                      monkeypatch, record_cache):
+    """A filter of the application's own may look at anything: no waiting."""
+    class EverySecond(ExemplarFilter):
+        def should_sample(self, value, time_unix_nano, attributes, context):
+            return int(value * 1000) % 2 == 0
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], exemplar_filter=EverySecond())
+    pipeline = Telemetry.create()
+    cls = _trace({**pipeline.kwargs, "meter_provider": provider}, module, patches)
+    with pipeline.tracer_provider.get_tracer("t").start_as_current_span("parent"):
+        for _ in range(5):
+            cls().calculate_score("7203")
+    assert _traced_durations(cls) == 0
+    assert _points(reader)[0].count == 5
+    pipeline.shutdown()
+    provider.shutdown()

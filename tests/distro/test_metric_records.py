@@ -346,3 +346,53 @@ def test_record_all_with_odd_values_is_value_by_value(sdk_calls, caplog):
     assert _run(_deferred(odd), cached=True) == sdk
     assert [r.getMessage() for r in caplog.records] == sdk_messages
     assert len(sdk_messages) == 3 + 3 + 2  # two instruments, then the first three again
+
+
+def _span_context(number: int, sampled: bool) -> SpanContext:
+    return SpanContext(0xABC0 + number, 0x10 + number, is_remote=False,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))
+
+
+TRACED = [(0.0004 * (n % 17) + 0.001 * (n % 3), 1_000 + n, _span_context(n, n % 4 != 3))
+          for n in range(60)]
+
+
+def _deferred_traced(provider: MeterProvider) -> None:
+    """Traced calls' durations handed over at once, after the set's first recording."""
+    meter = provider.get_meter("clstock")
+    histogram = meter.create_histogram("clstock.operation.duration",
+                                       explicit_bucket_boundaries_advisory=[0.001, 0.005, 0.01])
+    other = meter.create_histogram("sizes")
+    attributes = {"clstock.operation": "calculate_score", "host": "a"}
+    for instrument in (histogram, other):
+        instrument.record(0.1, attributes, SAMPLED)
+        metric_records.record_all_traced(instrument, TRACED, attributes)
+    metric_records.record_all_traced(histogram, TRACED[:5], {"never": "recorded"})
+
+
+@pytest.mark.parametrize("exemplar_filter", FILTERS.values(), ids=FILTERS.keys())
+def test_record_all_traced_is_recording_each_in_its_span_context(exemplar_filter, sdk_calls):
+    views = (View(instrument_name="sizes", aggregation=ExponentialBucketHistogramAggregation()),
+             View(instrument_name="clstock.operation.duration", attribute_keys={"host"}))
+    sdk, cached = _both(_deferred_traced, exemplar_filter=exemplar_filter, views=views)
+    assert cached == sdk
+    [points] = [metric[-1] for metric in sdk[0] if metric[1] == "clstock.operation.duration"]
+    assert sorted(point["count"] for point in points) == [5, len(TRACED) + 1]
+
+
+def test_defers_traced_only_when_the_exemplars_can_be_kept(sdk_calls):
+    registry.install(metric_records.PATCH)
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False,
+                             views=[View(instrument_name="sizes",
+                                         aggregation=ExponentialBucketHistogramAggregation())])
+    meter = provider.get_meter("m")
+    histogram, sizes = meter.create_histogram("h"), meter.create_histogram("sizes")
+    attributes = {"k": "v"}
+    assert metric_records.defers_traced(histogram, attributes) is None  # not resolved yet
+    histogram.record(1.0, attributes)
+    sizes.record(1.0, attributes)
+    assert metric_records.defers_traced(histogram, attributes) is True
+    assert metric_records.defers_traced(sizes, attributes) is False  # exponential buckets
+    registry.uninstall(metric_records.PATCH)
+    assert metric_records.defers_traced(histogram, attributes) is False
+    provider.shutdown()

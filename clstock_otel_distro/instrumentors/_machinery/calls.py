@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from time import perf_counter
+from time import perf_counter, time_ns
 from typing import Any
 
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.metrics import NoOpHistogram
 from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
 
-from clstock_otel_distro.instrumentors._machinery.durations import PENDING_LIMIT
+from clstock_otel_distro.instrumentors._machinery.durations import (
+    PENDING_LIMIT,
+    TRACED_PENDING_LIMIT,
+)
 from clstock_otel_distro.instrumentors._machinery.sampling import (
     SPAN_KEY,
     SUPPRESS_KEY,
@@ -61,7 +64,10 @@ class Operation:
         "_metric_errors",
         "_metric_ok",
         "_pending",
+        "_pending_owner",
+        "_pending_traced",
         "_records",
+        "_traced_waits",
         "call_extractors",
         "classifies",
         "histogram",
@@ -107,8 +113,13 @@ class Operation:
         self._metric_ok: dict[str, Any] = {key: self.name} if key else {}
         self._metric_errors: dict[str, dict[str, Any]] = {}
         pending = telemetry.pending
-        self._pending = (pending.slot(self._metric_ok)
-                         if pending is not None and self.per_call is None else None)
+        deferred = pending is not None and self.per_call is None
+        self._pending_owner = pending if deferred else None
+        self._pending = pending.slot(self._metric_ok) if deferred else None
+        self._pending_traced = pending.traced_slot(self._metric_ok) if deferred else None
+        # Whether traced calls' durations may wait: known once the SDK has resolved
+        # this attribute set (its first recording), then re-checked at each hand-over.
+        self._traced_waits: bool | None = None
         # Recording into the API's no-op histogram (no MeterProvider) is skipped.
         self._records = not isinstance(self.histogram, NoOpHistogram)
 
@@ -284,10 +295,18 @@ class Operation:
         if not self._records:
             return
         if failure is None:
-            pending = self._pending
-            if pending is not None and not call.recording and len(pending) < PENDING_LIMIT:
-                pending.append(elapsed)
-                return
+            if not call.recording:
+                pending = self._pending
+                if pending is not None and len(pending) < PENDING_LIMIT:
+                    pending.append(elapsed)
+                    return
+            else:
+                traced = self._pending_traced
+                waits = self._traced_waits
+                if traced is not None and len(traced) < TRACED_PENDING_LIMIT and (
+                        waits or (waits is None and self._check_traced_waits())):
+                    traced.append((elapsed, time_ns(), call.span.get_span_context()))
+                    return
         if self.per_call is not None:
             attributes = safe_call(call.detail.metric_attributes, failure, what=_HOOK)
         elif failure is None:
@@ -299,6 +318,13 @@ class Operation:
                 if len(self._metric_errors) < 64:  # bounded: error types are few
                     self._metric_errors[failure] = attributes
         self.histogram.record(elapsed, attributes, call.metric_context())
+
+    def _check_traced_waits(self) -> bool:
+        owner = self._pending_owner
+        waits = owner.defers_traced(self._metric_ok) if owner is not None else False
+        if waits is not None:  # None: not known before the SDK has recorded the set once
+            self._traced_waits = waits
+        return bool(waits)
 
 
 class MeasuredCall:

@@ -1,4 +1,4 @@
-"""Durations of non-sampled calls, handed to their histogram when metrics are collected.
+"""Durations of calls, handed to their histogram when metrics are collected.
 
 Why defer: the SDK's ``Histogram.record`` (the measurement object, its attributes
 cleaned and hashed, the aggregation's lock) costs several times what the rest of a
@@ -12,6 +12,12 @@ the collecting thread, not on the call's; such values carry no exemplar (the def
 trace-based exemplar filter keeps none for non-sampled calls anyway); and an
 operation holds at most ``PENDING_LIMIT`` values (8 bytes each) between two
 collections, beyond which its calls are recorded at once again, as before.
+
+Durations of traced calls (a recording span) wait too, each with its time and span
+context, when the metric-record cache can hand them over with the exemplars the SDK
+would keep (``metric_records.defers_traced``: the SDK's exemplar filters and
+aligned-bucket reservoirs): at most ``TRACED_PENDING_LIMIT`` per operation (about
+150 bytes each), beyond which they are recorded at once, in the span's context.
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram
 
-from clstock_otel_distro.patches.metric_records import record_all
+from clstock_otel_distro.patches.metric_records import (
+    TracedDuration,
+    defers_traced,
+    record_all,
+    record_all_traced,
+)
 
 _logger = logging.getLogger(__name__)
 
 PENDING_LIMIT = 16384
+TRACED_PENDING_LIMIT = 4096
 
 
 class PendingDurations:
@@ -40,6 +52,7 @@ class PendingDurations:
         self.histogram = histogram
         self._lock = threading.Lock()
         self._slots: dict[tuple, tuple[Mapping[str, Any], array]] = {}
+        self._traced: dict[tuple, tuple[Mapping[str, Any], list[TracedDuration]]] = {}
 
     def slot(self, attributes: Mapping[str, Any]) -> array:
         """The array collecting the durations recorded with ``attributes``."""
@@ -49,6 +62,20 @@ class PendingDurations:
             if found is None:
                 found = self._slots[key] = (dict(attributes), array("d"))
         return found[1]
+
+    def traced_slot(self, attributes: Mapping[str, Any]) -> list[TracedDuration]:
+        """The list collecting traced calls' (duration, time, span context) with ``attributes``."""
+        key = tuple(sorted(attributes.items()))
+        with self._lock:
+            found = self._traced.get(key)
+            if found is None:
+                found = self._traced[key] = (dict(attributes), [])
+        return found[1]
+
+    def defers_traced(self, attributes: Mapping[str, Any]) -> bool | None:
+        """Whether traced calls' durations with ``attributes`` may wait (see the module);
+        None while that cannot be known yet."""
+        return defers_traced(self.histogram, attributes)
 
     def flush(self, options: CallbackOptions | None = None) -> list[Any]:
         """Record every pending duration; an observable callback (it observes nothing)."""
@@ -60,7 +87,22 @@ class PendingDurations:
                 record_all(histogram, values, attributes)
             except Exception:
                 _logger.debug("clstock-otel could not record pending durations", exc_info=True)
+        for attributes, durations in self._take_traced():
+            try:
+                record_all_traced(histogram, durations, attributes)
+            except Exception:
+                _logger.debug("clstock-otel could not record pending durations", exc_info=True)
         return []
+
+    def _take_traced(self) -> list[tuple[Mapping[str, Any], list[TracedDuration]]]:
+        taken = []
+        with self._lock:
+            for attributes, durations in self._traced.values():
+                count = len(durations)
+                if count:
+                    taken.append((attributes, durations[:count]))
+                    del durations[:count]
+        return taken
 
     def _take(self) -> list[tuple[Mapping[str, Any], array]]:
         # Under the lock, so that two collections never take the same values. Calls
@@ -84,6 +126,8 @@ class PendingDurations:
         self._lock = threading.Lock()
         for _, values in self._slots.values():
             del values[:]
+        for _, durations in self._traced.values():
+            del durations[:]
 
 
 # One PendingDurations per histogram instrument: a meter returns the same instrument
