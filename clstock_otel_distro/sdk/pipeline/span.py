@@ -192,6 +192,26 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             _sdk_logger.warning("Setting attribute on ended span.")
             return
+        tracer = self._tracer
+        stored = self._attributes
+        # The common case, as set_attribute's: new non-empty str keys, plain values that
+        # need no cleaning, room for all of them. The SDK would store exactly these, in
+        # order; anything else goes the SDK's way, the mapping as a whole.
+        if len(stored) + len(attributes) <= tracer._max_attributes:
+            max_length = tracer._max_length
+            for key, value in attributes.items():
+                kind = value.__class__
+                if not (
+                    key.__class__ is str
+                    and key
+                    and key not in stored
+                    and ((kind is str and len(value) <= max_length) or kind is int
+                         or kind is float or kind is bool)
+                ):
+                    break
+            else:
+                stored.update(attributes)
+                return
         self._set_items(attributes)
 
     def add_event(
@@ -342,8 +362,10 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
             self._simple = False
             return
         cleaned = _clean_attribute_value(attributes, tracer._max_length_or_none)
-        self._dropped_attributes += len(attributes) - len(cleaned)
-        self._simple = False
+        dropped = len(attributes) - len(cleaned)
+        if dropped:
+            self._dropped_attributes += dropped
+            self._simple = False
         for key, value in cleaned.items():
             self._store(key, value)
 
