@@ -26,13 +26,17 @@ from typing import Any
 
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.metrics import NoOpHistogram
-from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Span, Status, StatusCode
 
 from clstock_otel_distro.instrumentors._machinery.durations import PENDING_LIMIT
 from clstock_otel_distro.instrumentors._machinery.sampling import (
+    DROPPED,
+    RECORDS,
     SPAN_KEY,
     SUPPRESS_KEY,
     SUPPRESS_KEY_PLAIN,
+    child_context,
+    current_context_var,
 )
 from clstock_otel_distro.instrumentors._machinery.specs import (
     CallDetail,
@@ -50,14 +54,19 @@ from clstock_otel_distro.instrumentors._machinery.values import (
 from clstock_otel_distro.semconv import CLSTOCK_RUNTIME_CLASS, ERROR_TYPE
 
 _logger = logging.getLogger(__name__)
+# The API's logger for a failed detach, so the same message comes from the same name.
+_context_logger = logging.getLogger("opentelemetry.context")
 
 _HOOK = "per-call hook"
+# Extracted values that attribute_value() would return unchanged, checked by class.
+_PLAIN = frozenset((str, bool, int, float, type(None)))
 
 
 class Operation:
     """Everything about one traced callable that is known before it is called."""
 
     __slots__ = (
+        "_context_var",
         "_metric_errors",
         "_metric_ok",
         "_pending",
@@ -111,6 +120,8 @@ class Operation:
                          if pending is not None and self.per_call is None else None)
         # Recording into the API's no-op histogram (no MeterProvider) is skipped.
         self._records = not isinstance(self.histogram, NoOpHistogram)
+        # The current context's ContextVar (sampling.py), or None: the API's functions.
+        self._context_var = current_context_var()
 
     # -- start -------------------------------------------------------------------------
 
@@ -118,23 +129,25 @@ class Operation:
               activate: bool = True) -> MeasuredCall | None:
         """Start one call: a traced call, a measured-only call (fast path), or None
         ("just call through")."""
-        ctx = get_current()
-        # Suppression and the fast path read the context by key (sampling.py), inline:
-        # this is every call's path.
+        var = self._context_var
+        ctx = get_current() if var is None else var.get()
+        # Suppression and the sampler's verdict read the context by key (sampling.py),
+        # inline: this is every call's path.
         if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_KEY_PLAIN):
             return None
-        sampling = self.sampling
         parent = ctx.get(SPAN_KEY)
         call: MeasuredCall | None
         if self.per_call is not None:
             call = self._begin_described(ctx, parent, instance, args, kwargs)
             if call is None:
                 return None
-        elif parent is not None and (parent is sampling.unsampled_parent
-                                     or sampling.drops_children_of(parent)):
-            return MeasuredCall(self, instance, args, kwargs)
         else:
-            if sampling.records_child(ctx):
+            sampling = self.sampling
+            last = sampling.last
+            verdict = last[1] if parent is last[0] else sampling.verdict(parent)
+            if verdict == DROPPED:
+                return MeasuredCall(self, instance, args, kwargs)
+            if verdict == RECORDS:
                 # Certain to record: the call-time attributes go to start_span with the
                 # static ones (one attribute copy instead of two; a sampler sees them).
                 span = self.start_span(ctx, self.name,
@@ -145,7 +158,7 @@ class Operation:
                     self.annotate_call(span, instance, args, kwargs)
             if span is None:
                 return None
-            call = TracedCall(self, span, set_span_in_context(span, ctx), instance, args, kwargs)
+            call = TracedCall(self, span, child_context(ctx, span), instance, args, kwargs)
         if activate:
             call.activate()
         return call
@@ -157,16 +170,14 @@ class Operation:
         detail = safe_call(self.per_call, instance, args, kwargs, what=_HOOK)
         if detail is None:
             return None
-        sampling = self.sampling
         call: MeasuredCall
-        if parent is not None and (parent is sampling.unsampled_parent
-                                   or sampling.drops_children_of(parent)):
+        if self.sampling.verdict(parent) == DROPPED:
             call, context = MeasuredCall(self, instance, args, kwargs), ctx
         else:
             span = self._start_described(ctx, detail, instance, args, kwargs)
             if span is None:
                 return None
-            context = set_span_in_context(span, ctx)
+            context = child_context(ctx, span)
             call = TracedCall(self, span, context, instance, args, kwargs)
         call.detail = detail
         try:  # e.g. inject the context it propagates: the span's, or the parent's
@@ -217,7 +228,9 @@ class Operation:
                 attributes[CLSTOCK_RUNTIME_CLASS] = class_name(runtime)
         for key, extract in self.call_extractors:
             try:
-                value = attribute_value(extract(instance, args, kwargs))
+                value = extract(instance, args, kwargs)
+                if value.__class__ not in _PLAIN:
+                    value = attribute_value(value)
             except Exception:
                 _logger.debug(
                     "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
@@ -251,7 +264,9 @@ class Operation:
         attributes: dict[str, Any] = {}
         for key, extract in self.result_extractors:
             try:
-                extracted = attribute_value(extract(value, call.instance, call.args, call.kwargs))
+                extracted = extract(value, call.instance, call.args, call.kwargs)
+                if extracted.__class__ not in _PLAIN:
+                    extracted = attribute_value(extracted)
             except Exception:
                 _logger.debug(
                     "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
@@ -360,24 +375,38 @@ class TracedCall(MeasuredCall):
 
     def __init__(self, op: Operation, span: Span, context: Any, instance: Any, args: tuple,
                  kwargs: dict) -> None:
-        super().__init__(op, instance, args, kwargs)
+        # MeasuredCall's fields, set here rather than through super().__init__ (every
+        # traced call's path).
+        self.op = op
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
         self.span = span
         self.context = context
         self.token: Any = None
         self.recording = span.is_recording()
+        self.started = perf_counter()
 
     def metric_context(self) -> Any:
         # The span's own context: an exemplar of this duration points at its span.
         return self.context
 
     def activate(self) -> None:
-        self.token = attach(self.context)
+        var = self.op._context_var
+        self.token = attach(self.context) if var is None else var.set(self.context)
 
     def deactivate(self) -> None:
         token = self.token
         if token is not None:
             self.token = None
-            detach(token)
+            var = self.op._context_var
+            if var is None:
+                detach(token)
+                return
+            try:  # as the API's detach: e.g. a token of another context
+                var.reset(token)
+            except Exception:
+                _context_logger.exception("Failed to detach context")
 
     def _close(self, value: Any, failure: str | None, exc: BaseException | None) -> None:
         self.deactivate()
