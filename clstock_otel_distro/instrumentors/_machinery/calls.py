@@ -43,6 +43,7 @@ from clstock_otel_distro.instrumentors._machinery.specs import (
     Target,
     TraceSpec,
     class_name,
+    the_result,
 )
 from clstock_otel_distro.instrumentors._machinery.telemetry import InstrumentationTelemetry
 from clstock_otel_distro.instrumentors._machinery.values import (
@@ -264,7 +265,8 @@ class Operation:
         attributes: dict[str, Any] = {}
         for key, extract in self.result_extractors:
             try:
-                extracted = extract(value, call.instance, call.args, call.kwargs)
+                extracted = value if extract is the_result else extract(
+                    value, call.instance, call.args, call.kwargs)
                 if extracted.__class__ not in _PLAIN:
                     extracted = attribute_value(extracted)
             except Exception:
@@ -285,19 +287,18 @@ class Operation:
 
     def finish(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """After the span ended: measure the call, and report a failure."""
-        self.record_duration(call, elapsed, failure)
+        if self._records:
+            self._record_duration(call, elapsed, failure)
         if failure is not None and self.on_failure is not None:
             safe_call(self.on_failure, what="failure callback")
 
-    def record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
+    def _record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """Record the call's duration in the histogram, ``error.type`` on failure.
 
         A successful call without a recording span is deferred to the next collection
         (durations.py); one with a recording span is recorded in its context, so an
         exemplar of the duration points at that span.
         """
-        if not self._records:
-            return
         if failure is None:
             pending = self._pending
             if pending is not None and not call.recording and len(pending) < PENDING_LIMIT:
@@ -313,7 +314,7 @@ class Operation:
                 attributes = {**self._metric_ok, ERROR_TYPE: failure}
                 if len(self._metric_errors) < 64:  # bounded: error types are few
                     self._metric_errors[failure] = attributes
-        self.histogram.record(elapsed, attributes, call.metric_context())
+        self.histogram.record(elapsed, attributes, call.context)
 
 
 class MeasuredCall:
@@ -323,6 +324,8 @@ class MeasuredCall:
     # CallDetail. Each is set by the operation when it has one: never read unset.
     __slots__ = ("args", "detail", "instance", "kwargs", "note", "op", "started")
     recording = False  # whether the call has a recording span
+    # The context its duration is recorded in (None: the current one).
+    context: Any = None
 
     def __init__(self, op: Operation, instance: Any, args: tuple, kwargs: dict) -> None:
         self.op = op
@@ -330,10 +333,6 @@ class MeasuredCall:
         self.args = args  # what the wrapped callable is called with (a detail may rewrite)
         self.kwargs = kwargs
         self.started = perf_counter()
-
-    def metric_context(self) -> Any:
-        """The context its duration is recorded in (None: the current one)."""
-        return None
 
     def activate(self) -> None:
         """Make the call's span current (the generator drivers do it for each step)."""
@@ -382,14 +381,12 @@ class TracedCall(MeasuredCall):
         self.args = args
         self.kwargs = kwargs
         self.span = span
+        # The span's own context: made current, and the duration is recorded in it (an
+        # exemplar of the duration points at this span).
         self.context = context
         self.token: Any = None
         self.recording = span.is_recording()
         self.started = perf_counter()
-
-    def metric_context(self) -> Any:
-        # The span's own context: an exemplar of this duration points at its span.
-        return self.context
 
     def activate(self) -> None:
         var = self.op._context_var
