@@ -262,7 +262,8 @@ class Operation:
         self, call: TracedCall, span: Span, value: Any, failure: str | None
     ) -> None:
         """Set the result attributes, events and failure status of a recording span."""
-        attributes: dict[str, Any] = {}
+        # One set_attribute per value, in order (what set_attributes of them all would
+        # store: each value is a valid attribute value, each key a constant).
         for key, extract in self.result_extractors:
             try:
                 extracted = value if extract is the_result else extract(
@@ -275,12 +276,10 @@ class Operation:
                 )
                 continue
             if extracted is not None:
-                attributes[key] = extracted
+                span.set_attribute(key, extracted)
         if failure is not None:
-            attributes[ERROR_TYPE] = failure
             span.set_status(Status(StatusCode.ERROR, call.note))
-        if attributes:
-            span.set_attributes(attributes)
+            span.set_attribute(ERROR_TYPE, failure)
         for event, happened in self.result_events:
             if safe_call(happened, value, call.instance, call.args, call.kwargs):
                 span.add_event(event)
