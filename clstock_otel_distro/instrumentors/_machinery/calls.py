@@ -148,18 +148,20 @@ class Operation:
             verdict = last[1] if parent is last[0] else sampling.verdict(parent)
             if verdict == DROPPED:
                 return MeasuredCall(self, instance, args, kwargs)
-            if verdict == RECORDS:
-                # Certain to record: the call-time attributes go to start_span with the
-                # static ones (one attribute copy instead of two; a sampler sees them).
-                span = self.start_span(ctx, self.name,
-                                       self.call_attributes(instance, args, kwargs))
-            else:
-                span = self.start_span(ctx, self.name, self.static_attributes)
-                if span is not None and span.is_recording():
-                    self.annotate_call(span, instance, args, kwargs)
-            if span is None:
+            # Certain to record: the call-time attributes go to start_span with the
+            # static ones (one attribute copy instead of two; a sampler sees them).
+            # Otherwise they are computed only if the span records.
+            records = verdict == RECORDS
+            attributes = (self.call_attributes(instance, args, kwargs) if records
+                          else self.static_attributes)
+            try:  # start_span(), inline: every traced call's path
+                span = self.tracer.start_span(self.name, ctx, self.kind, attributes)
+            except Exception:
+                _logger.debug("clstock-otel could not start span %s", self.name, exc_info=True)
                 return None
-            call = TracedCall(self, span, child_context(ctx, span), instance, args, kwargs)
+            if not records and span.is_recording():
+                self.annotate_call(span, instance, args, kwargs)
+            call = TracedCall(self, span, ctx, instance, args, kwargs)
         if activate:
             call.activate()
         return call
@@ -178,8 +180,8 @@ class Operation:
             span = self._start_described(ctx, detail, instance, args, kwargs)
             if span is None:
                 return None
-            context = child_context(ctx, span)
-            call = TracedCall(self, span, context, instance, args, kwargs)
+            call = TracedCall(self, span, ctx, instance, args, kwargs)
+            context = call.context
         call.detail = detail
         try:  # e.g. inject the context it propagates: the span's, or the parent's
             call.args, call.kwargs = detail.prepare(args, kwargs, context)
@@ -221,7 +223,7 @@ class Operation:
     def call_attributes(self, instance: Any, args: tuple, kwargs: dict,
                         static: bool = True) -> dict[str, Any]:
         """The call-time attributes (each extractor guarded), after the static ones."""
-        attributes: dict[str, Any] = dict(self.static_attributes) if static else {}
+        attributes: dict[str, Any] = self.static_attributes.copy() if static else {}
         owner = self.runtime_owner
         if owner is not None and instance is not None:
             runtime = instance if isinstance(instance, type) else type(instance)
@@ -371,8 +373,8 @@ class TracedCall(MeasuredCall):
 
     __slots__ = ("context", "recording", "span", "token")
 
-    def __init__(self, op: Operation, span: Span, context: Any, instance: Any, args: tuple,
-                 kwargs: dict) -> None:
+    def __init__(self, op: Operation, span: Span, parent_context: Any, instance: Any,
+                 args: tuple, kwargs: dict) -> None:
         # MeasuredCall's fields, set here rather than through super().__init__ (every
         # traced call's path).
         self.op = op
@@ -380,9 +382,9 @@ class TracedCall(MeasuredCall):
         self.args = args
         self.kwargs = kwargs
         self.span = span
-        # The span's own context: made current, and the duration is recorded in it (an
-        # exemplar of the duration points at this span).
-        self.context = context
+        # The span's own context (``parent_context`` with the span): made current, and
+        # the duration is recorded in it (an exemplar of the duration points at it).
+        self.context = child_context(parent_context, span)
         self.token: Any = None
         self.recording = span.is_recording()
         self.started = perf_counter()

@@ -59,9 +59,7 @@ def current_context_var() -> Any:
 
 def child_context(ctx: Context, span: Span) -> Context:
     """``set_span_in_context(span, ctx)`` with one copy of ``ctx`` instead of two."""
-    context = Context(ctx)
-    dict.__setitem__(context, SPAN_KEY, span)  # Context forbids item assignment
-    return context
+    return Context({**ctx, SPAN_KEY: span})  # a Context forbids item assignment
 
 
 def _sampler_of(tracer: Tracer) -> Any:
