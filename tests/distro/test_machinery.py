@@ -824,6 +824,31 @@ def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module,
     assert pipeline.span("Predictor.calculate_score").parent.span_id == 0xDEF
 
 
+def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches):
+    """ALWAYS_OFF drops every child: no span object, the parent stays current, measured."""
+    pipeline = Telemetry.create(sampler=ALWAYS_OFF)
+    calls: list = []
+
+    class Predictor:
+        def calculate_score(self, symbol):
+            return trace.get_current_span()
+
+    _trace_class(pipeline, module, Predictor, patches,
+                 specs={"calculate_score": _counting_spec(calls)})
+    parent = pipeline.tracer().start_span("request")  # non-recording, sampled=0
+    assert not parent.get_span_context().trace_flags.sampled
+    with trace.use_span(parent):
+        assert Predictor().calculate_score("7203") is parent
+    sampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True,
+                                           trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+    with trace.use_span(sampled):  # a sampled parent: the sampler decides (drops)
+        child = Predictor().calculate_score("7203")
+    assert child is not sampled and not child.get_span_context().trace_flags.sampled
+    assert calls == [] and pipeline.spans() == []
+    assert pipeline.points(CLSTOCK_OPERATION_DURATION) == [
+        ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 2)]
+
+
 def test_children_of_a_parent_that_ended_keep_their_attributes_in_order(telemetry, module,
                                                                           patches):
     """The verdict remembered for a parent: a child started after the parent ended has the

@@ -3,9 +3,10 @@
 Two shortcuts of the traced call (``calls.Operation.begin``) rest on it:
 
 - the fast path: under a non-sampled parent, with a sampler that drops every child of
-  such a parent (the SDK's default, ``ParentBased`` with ``ALWAYS_OFF`` delegates),
-  the span would only be non-recording, so none is created; the context keeps the
-  parent, so what is propagated (trace id, sampled=0) does not change;
+  such a parent (the SDK's default, ``ParentBased`` with ``ALWAYS_OFF`` delegates, or
+  ``ALWAYS_OFF`` itself), the span would only be non-recording, so none is created;
+  the context keeps the parent, so what is propagated (trace id, sampled=0) does not
+  change;
 - attributes up front: under a local, sampled, recording parent, with a sampler that
   records every such child (``parentbased_always_on`` or ``parentbased_traceidratio``),
   the call-time attributes are computed before the span starts and given to
@@ -98,6 +99,22 @@ _DROPS_UNSAMPLED = (("_local_parent_not_sampled", "_remote_parent_not_sampled"),
 _RECORDS_SAMPLED = (("_local_parent_sampled",), "RECORD_AND_SAMPLE")
 
 
+def _drops_unsampled_children(tracer: Tracer) -> bool | None:
+    """Whether a child of a non-sampled parent is never recorded: the default sampler,
+    or ``ALWAYS_OFF`` (``OTEL_TRACES_SAMPLER=always_off``: every span dropped); None
+    while the tracer has no sampler yet."""
+    sampler = _sampler_of(tracer)
+    if sampler is None:
+        return None
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
+    except ImportError:  # pragma: no cover - a sampler without the SDK
+        return False
+    if type(sampler) is StaticSampler and getattr(sampler, "_decision", None) is Decision.DROP:
+        return True
+    return _parent_based_decides(tracer, *_DROPS_UNSAMPLED)
+
+
 class ChildSampling:
     """The sampler's decisions for child spans of one tracer, checked once and cached."""
 
@@ -117,8 +134,7 @@ class ChildSampling:
         """Whether children of a non-sampled parent are dropped."""
         known = self._drops_unsampled
         if known is None:
-            known = self._drops_unsampled = _parent_based_decides(self.tracer,
-                                                                  *_DROPS_UNSAMPLED)
+            known = self._drops_unsampled = _drops_unsampled_children(self.tracer)
         return bool(known)  # None (no real tracer yet): asked again next time
 
     def records_sampled_children(self) -> bool:
