@@ -360,41 +360,45 @@ class SpanEncoder:
         return _field(b"\x12", b"".join(parts))
 
     def _span_attributes(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+        # Cached encodings read by subscript (a miss raises KeyError, rare once warm:
+        # then _learn encodes and keeps it). Keyed by (key, value) for str values,
+        # (key, type, value) for int and bool (True == 1, but they encode differently),
+        # by key up to the value for floats.
         strings = self._strings
         for key, value in attributes.items():
             kind = value.__class__
-            if kind is str:
-                # Keyed by (key, value): only str values are kept in this one.
-                encoded = strings.get((key, value))
-                if encoded is None:
+            try:
+                if kind is str:
+                    parts.append(strings[key, value])
+                elif kind is float:
+                    parts.append(self._float_prefixes[key] + _double(value))
+                elif kind is int or kind is bool:
+                    parts.append(self._numbers[key, kind, value])
+                else:
                     encoded = self._attribute(b"\x4a", key, value)
-                    if encoded is None:
-                        continue
-                    if len(strings) >= MAX_CACHED_ATTRIBUTES:
-                        strings.clear()
-                    strings[key, value] = encoded
-                parts.append(encoded)
-            elif kind is float:
-                prefix = self._float_prefixes.get(key)
-                if prefix is None:
-                    prefix = self._float_prefix(key)
-                parts.append(prefix + _double(value))
-            elif kind is int or kind is bool:
-                numbers = self._numbers
-                # The type in the key: True == 1, but they encode differently.
-                encoded = numbers.get((key, kind, value))
-                if encoded is None:
-                    encoded = self._attribute(b"\x4a", key, value)
-                    if encoded is None:
-                        continue
-                    if len(numbers) >= MAX_CACHED_ATTRIBUTES:
-                        numbers.clear()
-                    numbers[key, kind, value] = encoded
-                parts.append(encoded)
-            else:
-                encoded = self._attribute(b"\x4a", key, value)
+                    if encoded is not None:
+                        parts.append(encoded)
+            except KeyError:
+                encoded = self._learn(key, value, kind)
                 if encoded is not None:
                     parts.append(encoded)
+
+    def _learn(self, key: str, value: Any, kind: type) -> bytes | None:
+        """A str, int, bool or float attribute not cached yet: encoded, and kept."""
+        if kind is float:
+            return self._float_prefix(key) + _double(value)
+        encoded = self._attribute(b"\x4a", key, value)
+        if encoded is None:
+            return None
+        if kind is str:
+            cache: dict[Any, bytes] = self._strings
+            cache_key: tuple[Any, ...] = (key, value)
+        else:
+            cache, cache_key = self._numbers, (key, kind, value)
+        if len(cache) >= MAX_CACHED_ATTRIBUTES:
+            cache.clear()
+        cache[cache_key] = encoded
+        return encoded
 
     def _float_prefix(self, key: str) -> bytes:
         """A double attribute's field up to its 8 value bytes (the same for every value)."""
