@@ -808,25 +808,6 @@ def test_non_sampled_parent_takes_the_fast_path(telemetry, module, patches, remo
         ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 2)]
 
 
-def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches):
-    """always_off drops every span: under its non-sampled server span, no span per call."""
-    pipeline = Telemetry.create(sampler=ALWAYS_OFF)
-    calls: list = []
-
-    class Predictor:
-        def calculate_score(self, symbol):
-            return trace.get_current_span()
-
-    _trace_class(pipeline, module, Predictor, patches,
-                 specs={"calculate_score": _counting_spec(calls)})
-    with pipeline.tracer_provider.get_tracer("server").start_as_current_span("GET /") as parent:
-        assert not parent.get_span_context().trace_flags.sampled
-        assert Predictor().calculate_score("7203") is parent
-    assert calls == [] and pipeline.spans() == []
-    assert pipeline.points(CLSTOCK_OPERATION_DURATION) == [
-        ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 1)]
-
-
 def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module, patches):
     """The fast path is only for samplers that drop such children: ALWAYS_ON samples."""
     pipeline = Telemetry.create(sampler=ALWAYS_ON)
@@ -841,6 +822,103 @@ def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module,
     with trace.use_span(parent):
         Predictor().calculate_score("7203")
     assert pipeline.span("Predictor.calculate_score").parent.span_id == 0xDEF
+
+
+def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches):
+    """ALWAYS_OFF drops every child: no span object, the parent stays current, measured."""
+    pipeline = Telemetry.create(sampler=ALWAYS_OFF)
+    calls: list = []
+
+    class Predictor:
+        def calculate_score(self, symbol):
+            return trace.get_current_span()
+
+    _trace_class(pipeline, module, Predictor, patches,
+                 specs={"calculate_score": _counting_spec(calls)})
+    parent = pipeline.tracer().start_span("request")  # non-recording, sampled=0
+    assert not parent.get_span_context().trace_flags.sampled
+    with trace.use_span(parent):
+        assert Predictor().calculate_score("7203") is parent
+    sampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=True,
+                                           trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+    with trace.use_span(sampled):  # a sampled parent: the sampler decides (drops)
+        child = Predictor().calculate_score("7203")
+    assert child is not sampled and not child.get_span_context().trace_flags.sampled
+    assert calls == [] and pipeline.spans() == []
+    assert pipeline.points(CLSTOCK_OPERATION_DURATION) == [
+        ({CLSTOCK_OPERATION_NAME: "Predictor.calculate_score"}, 2)]
+
+
+def test_children_of_a_parent_that_ended_keep_their_attributes_in_order(telemetry, module,
+                                                                          patches):
+    """The verdict remembered for a parent: a child started after the parent ended has the
+    same attributes, in the same order, as one started before."""
+
+    class Predictor:
+        def calculate_score(self, symbol):
+            return 1.0
+
+    _trace_class(telemetry, module, Predictor, patches,
+                 specs={"calculate_score": TraceSpec(attributes={CLSTOCK_SYMBOL: arg("symbol")})})
+    parent = telemetry.tracer().start_span("request")
+    with trace.use_span(parent, end_on_exit=False):
+        Predictor().calculate_score("7203")
+        parent.end()
+        Predictor().calculate_score("7203")
+    before, after = telemetry.spans("Predictor.calculate_score")
+    assert list(after.attributes.items()) == list(before.attributes.items())
+    assert list(before.attributes)[-1] == CLSTOCK_SYMBOL
+    assert after.parent.span_id == parent.get_span_context().span_id
+
+
+def test_alternating_sampled_and_non_sampled_parents(telemetry, module, patches):
+    """The remembered verdict follows the parent: traced, fast path, traced again."""
+
+    class Predictor:
+        def calculate_score(self, symbol):
+            return trace.get_current_span()
+
+    _trace_class(telemetry, module, Predictor, patches)
+    unsampled = NonRecordingSpan(SpanContext(0xABC, 0xDEF, is_remote=False,
+                                             trace_flags=TraceFlags(TraceFlags.DEFAULT)))
+    with telemetry.tracer().start_as_current_span("request") as sampled:
+        first = Predictor().calculate_score("7203")
+        with trace.use_span(unsampled):
+            assert Predictor().calculate_score("7203") is unsampled
+        second = Predictor().calculate_score("7203")
+    assert first is not sampled and second is not sampled and first is not second
+    assert [span.parent.span_id for span in telemetry.spans("Predictor.calculate_score")] == [
+        sampled.get_span_context().span_id] * 2
+
+
+def test_a_failed_detach_is_logged_not_raised(telemetry, caplog):
+    """Ending a call in another context (a token it cannot reset): logged like the API."""
+    import contextvars
+
+    from clstock_otel_distro.instrumentors._machinery.calls import Operation
+    from clstock_otel_distro.instrumentors._machinery.specs import Target
+
+    def score(symbol):
+        return 1.0
+
+    op = Operation(_telemetry_for(telemetry), Target(module_of(score), "score", score),
+                   TraceSpec())
+
+    def scenario():
+        with telemetry.tracer().start_as_current_span("request"):
+            call = op.begin(None, ("7203",), {})
+            with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
+                contextvars.copy_context().run(call.succeed, 1.0)
+        return call
+
+    call = contextvars.copy_context().run(scenario)
+    assert call.token is None
+    assert [r.getMessage() for r in caplog.records] == ["Failed to detach context"]
+    assert telemetry.span("score").status.status_code is StatusCode.UNSET
+
+
+def module_of(function):
+    return sys.modules[function.__module__]
 
 
 # -- per-call operations ----------------------------------------------------------------------

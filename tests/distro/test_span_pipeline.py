@@ -100,6 +100,44 @@ def test_attribute_validation_matches_the_sdk(pipelines: Pipelines,
     assert our_logs == sdk_logs and any("Setting attribute on ended span" in m for m in our_logs)
 
 
+def test_set_attributes_matches_the_sdk(pipelines: Pipelines,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """set_attributes of plain values, a re-set key, a long value, past the limit: as the SDK."""
+
+    def scenario(provider: TracerProvider) -> list[dict[str, Any]]:
+        tracer = provider.get_tracer("t")
+        seen = []
+        for batches in (
+            [{"a": "x", "b": 1, "c": 0.5}, {"d": True}],  # plain, up to the limit
+            [{"a": 1, "b": 2}, {"a": 3, "c": 4}],  # "a" set again: moves to the end
+            [{"a": 1, "b": 2, "c": 3}, {"d": 4, "e": 5}],  # one too many: oldest dropped
+            [{"a": "abcdefghij", "b": 2}],  # too long: truncated
+            [{"a": 1}, {"b": [1, 2], "c": None}],  # a sequence and a None among them
+        ):
+            span = tracer.start_span("s")
+            for batch in batches:
+                span.set_attributes(batch)
+            span.end()
+            seen.append(_readable(span))
+        return seen
+
+    (sdk, sdk_logs), (ours, our_logs) = _both_with_logs(pipelines, scenario, caplog)
+    assert ours == sdk and our_logs == sdk_logs
+
+
+def test_plain_set_attributes_keep_the_encoders_short_path(pipelines: Pipelines) -> None:
+    """New keys with plain values leave a span simple; a dropped attribute does not."""
+    tracer = pipelines.pipeline.get_tracer("t")
+    plain = tracer.start_span("plain")
+    plain.set_attributes({"a": "x", "b": 1, "c": 0.5, "d": True})
+    over = tracer.start_span("over")
+    over.set_attributes({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5})
+    assert plain._simple and dict(plain.attributes) == {"a": "x", "b": 1, "c": 0.5, "d": True}
+    assert not over._simple and over.dropped_attributes == 1
+    plain.end()
+    over.end()
+
+
 def test_status_rules_match_the_sdk(pipelines: Pipelines,
                                     caplog: pytest.LogCaptureFixture) -> None:
     """UNSET never overrides, OK is final, a description with a Status is ignored (warned)."""

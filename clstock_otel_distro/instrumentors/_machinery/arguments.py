@@ -62,6 +62,19 @@ class ArgumentSlot:
             return kwargs.get(self.name, self.default)
         return self.default
 
+    def extractor(self) -> Callable[[Any, tuple, dict], Any]:
+        """``get`` as a call extractor, ``(instance, args, kwargs) -> value``, with the
+        slot's position read into it (one call per traced call instead of two)."""
+        index, name, default = self.index, self.name, self.default
+        if index is None:
+            if self.keyword:
+                return lambda instance, args, kwargs: kwargs.get(name, default)
+            return lambda instance, args, kwargs: default
+        if self.keyword:
+            return lambda instance, args, kwargs: (
+                args[index] if index < len(args) else kwargs.get(name, default))
+        return lambda instance, args, kwargs: args[index] if index < len(args) else default
+
     def replace(self, args: tuple, kwargs: dict, value: Any) -> tuple[tuple, dict]:
         """New ``(args, kwargs)`` passing ``value`` for this argument; inputs untouched."""
         index = self.index

@@ -26,22 +26,27 @@ from typing import Any
 
 from opentelemetry.context import attach, detach, get_current
 from opentelemetry.metrics import NoOpHistogram
-from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Span, Status, StatusCode
 
 from clstock_otel_distro.instrumentors._machinery.durations import (
     PENDING_LIMIT,
     TRACED_PENDING_LIMIT,
 )
 from clstock_otel_distro.instrumentors._machinery.sampling import (
+    DROPPED,
+    RECORDS,
     SPAN_KEY,
     SUPPRESS_KEY,
     SUPPRESS_KEY_PLAIN,
+    child_context,
+    current_context_var,
 )
 from clstock_otel_distro.instrumentors._machinery.specs import (
     CallDetail,
     Target,
     TraceSpec,
     class_name,
+    the_result,
 )
 from clstock_otel_distro.instrumentors._machinery.telemetry import InstrumentationTelemetry
 from clstock_otel_distro.instrumentors._machinery.values import (
@@ -53,14 +58,19 @@ from clstock_otel_distro.instrumentors._machinery.values import (
 from clstock_otel_distro.semconv import CLSTOCK_RUNTIME_CLASS, ERROR_TYPE
 
 _logger = logging.getLogger(__name__)
+# The API's logger for a failed detach, so the same message comes from the same name.
+_context_logger = logging.getLogger("opentelemetry.context")
 
 _HOOK = "per-call hook"
+# Extracted values that attribute_value() would return unchanged, checked by class.
+_PLAIN = frozenset((str, bool, int, float, type(None)))
 
 
 class Operation:
     """Everything about one traced callable that is known before it is called."""
 
     __slots__ = (
+        "_context_var",
         "_metric_errors",
         "_metric_ok",
         "_pending",
@@ -122,6 +132,8 @@ class Operation:
         self._traced_waits: bool | None = None
         # Recording into the API's no-op histogram (no MeterProvider) is skipped.
         self._records = not isinstance(self.histogram, NoOpHistogram)
+        # The current context's ContextVar (sampling.py), or None: the API's functions.
+        self._context_var = current_context_var()
 
     # -- start -------------------------------------------------------------------------
 
@@ -129,34 +141,38 @@ class Operation:
               activate: bool = True) -> MeasuredCall | None:
         """Start one call: a traced call, a measured-only call (fast path), or None
         ("just call through")."""
-        ctx = get_current()
-        # Suppression and the fast path read the context by key (sampling.py), inline:
-        # this is every call's path.
+        var = self._context_var
+        ctx = get_current() if var is None else var.get()
+        # Suppression and the sampler's verdict read the context by key (sampling.py),
+        # inline: this is every call's path.
         if ctx.get(SUPPRESS_KEY) or ctx.get(SUPPRESS_KEY_PLAIN):
             return None
-        sampling = self.sampling
         parent = ctx.get(SPAN_KEY)
         call: MeasuredCall | None
         if self.per_call is not None:
             call = self._begin_described(ctx, parent, instance, args, kwargs)
             if call is None:
                 return None
-        elif parent is not None and (parent is sampling.unsampled_parent
-                                     or sampling.drops_children_of(parent)):
-            return MeasuredCall(self, instance, args, kwargs)
         else:
-            if sampling.records_child(ctx):
-                # Certain to record: the call-time attributes go to start_span with the
-                # static ones (one attribute copy instead of two; a sampler sees them).
-                span = self.start_span(ctx, self.name,
-                                       self.call_attributes(instance, args, kwargs))
-            else:
-                span = self.start_span(ctx, self.name, self.static_attributes)
-                if span is not None and span.is_recording():
-                    self.annotate_call(span, instance, args, kwargs)
-            if span is None:
+            sampling = self.sampling
+            last = sampling.last
+            verdict = last[1] if parent is last[0] else sampling.verdict(parent)
+            if verdict == DROPPED:
+                return MeasuredCall(self, instance, args, kwargs)
+            # Certain to record: the call-time attributes go to start_span with the
+            # static ones (one attribute copy instead of two; a sampler sees them).
+            # Otherwise they are computed only if the span records.
+            records = verdict == RECORDS
+            attributes = (self.call_attributes(instance, args, kwargs) if records
+                          else self.static_attributes)
+            try:  # start_span(), inline: every traced call's path
+                span = self.tracer.start_span(self.name, ctx, self.kind, attributes)
+            except Exception:
+                _logger.debug("clstock-otel could not start span %s", self.name, exc_info=True)
                 return None
-            call = TracedCall(self, span, set_span_in_context(span, ctx), instance, args, kwargs)
+            if not records and span.is_recording():
+                self.annotate_call(span, instance, args, kwargs)
+            call = TracedCall(self, span, ctx, instance, args, kwargs)
         if activate:
             call.activate()
         return call
@@ -168,17 +184,15 @@ class Operation:
         detail = safe_call(self.per_call, instance, args, kwargs, what=_HOOK)
         if detail is None:
             return None
-        sampling = self.sampling
         call: MeasuredCall
-        if parent is not None and (parent is sampling.unsampled_parent
-                                   or sampling.drops_children_of(parent)):
+        if self.sampling.verdict(parent) == DROPPED:
             call, context = MeasuredCall(self, instance, args, kwargs), ctx
         else:
             span = self._start_described(ctx, detail, instance, args, kwargs)
             if span is None:
                 return None
-            context = set_span_in_context(span, ctx)
-            call = TracedCall(self, span, context, instance, args, kwargs)
+            call = TracedCall(self, span, ctx, instance, args, kwargs)
+            context = call.context
         call.detail = detail
         try:  # e.g. inject the context it propagates: the span's, or the parent's
             call.args, call.kwargs = detail.prepare(args, kwargs, context)
@@ -220,7 +234,7 @@ class Operation:
     def call_attributes(self, instance: Any, args: tuple, kwargs: dict,
                         static: bool = True) -> dict[str, Any]:
         """The call-time attributes (each extractor guarded), after the static ones."""
-        attributes: dict[str, Any] = dict(self.static_attributes) if static else {}
+        attributes: dict[str, Any] = self.static_attributes.copy() if static else {}
         owner = self.runtime_owner
         if owner is not None and instance is not None:
             runtime = instance if isinstance(instance, type) else type(instance)
@@ -228,7 +242,9 @@ class Operation:
                 attributes[CLSTOCK_RUNTIME_CLASS] = class_name(runtime)
         for key, extract in self.call_extractors:
             try:
-                value = attribute_value(extract(instance, args, kwargs))
+                value = extract(instance, args, kwargs)
+                if value.__class__ not in _PLAIN:
+                    value = attribute_value(value)
             except Exception:
                 _logger.debug(
                     "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
@@ -259,41 +275,42 @@ class Operation:
         self, call: TracedCall, span: Span, value: Any, failure: str | None
     ) -> None:
         """Set the result attributes, events and failure status of a recording span."""
-        attributes: dict[str, Any] = {}
+        # One set_attribute per value, in order (what set_attributes of them all would
+        # store: each value is a valid attribute value, each key a constant).
         for key, extract in self.result_extractors:
             try:
-                extracted = attribute_value(extract(value, call.instance, call.args, call.kwargs))
+                extracted = value if extract is the_result else extract(
+                    value, call.instance, call.args, call.kwargs)
+                if extracted.__class__ not in _PLAIN:
+                    extracted = attribute_value(extracted)
             except Exception:
                 _logger.debug(
                     "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
                 )
                 continue
             if extracted is not None:
-                attributes[key] = extracted
+                span.set_attribute(key, extracted)
         if failure is not None:
-            attributes[ERROR_TYPE] = failure
             span.set_status(Status(StatusCode.ERROR, call.note))
-        if attributes:
-            span.set_attributes(attributes)
+            span.set_attribute(ERROR_TYPE, failure)
         for event, happened in self.result_events:
             if safe_call(happened, value, call.instance, call.args, call.kwargs):
                 span.add_event(event)
 
     def finish(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """After the span ended: measure the call, and report a failure."""
-        self.record_duration(call, elapsed, failure)
+        if self._records:
+            self._record_duration(call, elapsed, failure)
         if failure is not None and self.on_failure is not None:
             safe_call(self.on_failure, what="failure callback")
 
-    def record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
+    def _record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """Record the call's duration in the histogram, ``error.type`` on failure.
 
         A successful call without a recording span is deferred to the next collection
         (durations.py); one with a recording span is recorded in its context, so an
         exemplar of the duration points at that span.
         """
-        if not self._records:
-            return
         if failure is None:
             if not call.recording:
                 pending = self._pending
@@ -317,7 +334,7 @@ class Operation:
                 attributes = {**self._metric_ok, ERROR_TYPE: failure}
                 if len(self._metric_errors) < 64:  # bounded: error types are few
                     self._metric_errors[failure] = attributes
-        self.histogram.record(elapsed, attributes, call.metric_context())
+        self.histogram.record(elapsed, attributes, call.context)
 
     def _check_traced_waits(self) -> bool:
         owner = self._pending_owner
@@ -334,6 +351,8 @@ class MeasuredCall:
     # CallDetail. Each is set by the operation when it has one: never read unset.
     __slots__ = ("args", "detail", "instance", "kwargs", "note", "op", "started")
     recording = False  # whether the call has a recording span
+    # The context its duration is recorded in (None: the current one).
+    context: Any = None
 
     def __init__(self, op: Operation, instance: Any, args: tuple, kwargs: dict) -> None:
         self.op = op
@@ -341,10 +360,6 @@ class MeasuredCall:
         self.args = args  # what the wrapped callable is called with (a detail may rewrite)
         self.kwargs = kwargs
         self.started = perf_counter()
-
-    def metric_context(self) -> Any:
-        """The context its duration is recorded in (None: the current one)."""
-        return None
 
     def activate(self) -> None:
         """Make the call's span current (the generator drivers do it for each step)."""
@@ -384,26 +399,38 @@ class TracedCall(MeasuredCall):
 
     __slots__ = ("context", "recording", "span", "token")
 
-    def __init__(self, op: Operation, span: Span, context: Any, instance: Any, args: tuple,
-                 kwargs: dict) -> None:
-        super().__init__(op, instance, args, kwargs)
+    def __init__(self, op: Operation, span: Span, parent_context: Any, instance: Any,
+                 args: tuple, kwargs: dict) -> None:
+        # MeasuredCall's fields, set here rather than through super().__init__ (every
+        # traced call's path).
+        self.op = op
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
         self.span = span
-        self.context = context
+        # The span's own context (``parent_context`` with the span): made current, and
+        # the duration is recorded in it (an exemplar of the duration points at it).
+        self.context = child_context(parent_context, span)
         self.token: Any = None
         self.recording = span.is_recording()
-
-    def metric_context(self) -> Any:
-        # The span's own context: an exemplar of this duration points at its span.
-        return self.context
+        self.started = perf_counter()
 
     def activate(self) -> None:
-        self.token = attach(self.context)
+        var = self.op._context_var
+        self.token = attach(self.context) if var is None else var.set(self.context)
 
     def deactivate(self) -> None:
         token = self.token
         if token is not None:
             self.token = None
-            detach(token)
+            var = self.op._context_var
+            if var is None:
+                detach(token)
+                return
+            try:  # as the API's detach: e.g. a token of another context
+                var.reset(token)
+            except Exception:
+                _context_logger.exception("Failed to detach context")
 
     def _close(self, value: Any, failure: str | None, exc: BaseException | None) -> None:
         self.deactivate()

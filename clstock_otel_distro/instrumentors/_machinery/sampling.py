@@ -4,25 +4,37 @@ Two shortcuts of the traced call (``calls.Operation.begin``) rest on it:
 
 - the fast path: under a non-sampled parent, with a sampler that drops every child of
   such a parent (the SDK's default, ``ParentBased`` with ``ALWAYS_OFF`` delegates, or
-  ``always_off`` itself, which drops every span), the span would only be
-  non-recording, so none is created; the context keeps the parent, so what is
-  propagated (trace id, sampled=0) does not change;
+  ``ALWAYS_OFF`` itself), the span would only be non-recording, so none is created;
+  the context keeps the parent, so what is propagated (trace id, sampled=0) does not
+  change;
 - attributes up front: under a local, sampled, recording parent, with a sampler that
   records every such child (``parentbased_always_on`` or ``parentbased_traceidratio``),
   the call-time attributes are computed before the span starts and given to
   ``start_span`` (one attribute copy instead of two).
 
+Both are one :meth:`ChildSampling.verdict` per parent, remembered for the last parent
+seen: the many traced calls under one parent (ten ``calculate_score`` under one
+``get_top_recommendations``) pay an identity check. A remembered "records" verdict
+stays true when the parent ends meanwhile: the child's attributes then go to
+``start_span`` instead of ``set_attributes`` after it, which the default sampler
+does not look at, so the span is the same.
+
 The context is read by key: these are the keys ``get_current_span()`` and
 ``is_instrumentation_enabled()`` look up (the API defines them; the contrib
 instrumentations' utils import the suppression key the same way), plus the legacy
-suppression key they still honour.
+suppression key they still honour. With the API's default runtime context (a
+``ContextVar``) the current context is read, set and reset on that variable
+directly (:func:`current_context_var`, :func:`child_context`), as the API's
+``get_current``, ``attach`` and ``detach`` do through two calls each.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+from opentelemetry import context as context_api
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span, TraceFlags, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
@@ -30,6 +42,25 @@ SPAN_KEY = _SPAN_KEY
 SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
 SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
 _SAMPLED = TraceFlags.SAMPLED
+
+# What a child of a given parent will be (ChildSampling.verdict).
+UNDECIDED = 0  # ask the tracer: a root, a custom sampler, a remote or non-recording parent
+DROPPED = 1  # non-recording: not created (the fast path)
+RECORDS = 2  # certain to record: attributes up front
+
+
+def current_context_var() -> Any:
+    """The ContextVar behind the API's current context, or None when the runtime is
+    not the default contextvars one (then the API's functions are used)."""
+    runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
+    if type(runtime) is not ContextVarsRuntimeContext:
+        return None
+    return getattr(runtime, "_current_context", None)
+
+
+def child_context(ctx: Context, span: Span) -> Context:
+    """``set_span_in_context(span, ctx)`` with one copy of ``ctx`` instead of two."""
+    return Context({**ctx, SPAN_KEY: span})  # a Context forbids item assignment
 
 
 def _sampler_of(tracer: Tracer) -> Any:
@@ -61,8 +92,16 @@ def _parent_based_decides(tracer: Tracer, delegates: tuple[str, ...], decision: 
     return True
 
 
-def _drops_every_span(tracer: Tracer) -> bool | None:
-    """Whether ``tracer``'s sampler is a static one that drops (``always_off``); None
+# The default sampler's "parent not sampled" delegates drop: such a child would be a
+# non-recording span. Its "local parent sampled" delegate records: such a child is
+# certain to record.
+_DROPS_UNSAMPLED = (("_local_parent_not_sampled", "_remote_parent_not_sampled"), "DROP")
+_RECORDS_SAMPLED = (("_local_parent_sampled",), "RECORD_AND_SAMPLE")
+
+
+def _drops_unsampled_children(tracer: Tracer) -> bool | None:
+    """Whether a child of a non-sampled parent is never recorded: the default sampler,
+    or ``ALWAYS_OFF`` (``OTEL_TRACES_SAMPLER=always_off``: every span dropped); None
     while the tracer has no sampler yet."""
     sampler = _sampler_of(tracer)
     if sampler is None:
@@ -71,39 +110,31 @@ def _drops_every_span(tracer: Tracer) -> bool | None:
         from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
     except ImportError:  # pragma: no cover - a sampler without the SDK
         return False
-    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision",
-                                                          None) is Decision.DROP
-
-
-# The default sampler's "parent not sampled" delegates drop: such a child would be a
-# non-recording span. Its "local parent sampled" delegate records: such a child is
-# certain to record.
-_DROPS_UNSAMPLED = (("_local_parent_not_sampled", "_remote_parent_not_sampled"), "DROP")
-_RECORDS_SAMPLED = (("_local_parent_sampled",), "RECORD_AND_SAMPLE")
+    if type(sampler) is StaticSampler and getattr(sampler, "_decision", None) is Decision.DROP:
+        return True
+    return _parent_based_decides(tracer, *_DROPS_UNSAMPLED)
 
 
 class ChildSampling:
     """The sampler's decisions for child spans of one tracer, checked once and cached."""
 
-    __slots__ = ("_drops_unsampled", "_records_sampled", "tracer", "unsampled_parent")
+    __slots__ = ("_drops_unsampled", "_records_sampled", "last", "tracer")
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
         self._drops_unsampled: bool | None = None
         self._records_sampled: bool | None = None
-        # The last parent found non-sampled: in a non-sampled trace many traced calls
-        # share a parent, and an identity check is cheaper than re-reading its flags.
-        # (A strong reference to one small span object; replaced by the next one.)
-        self.unsampled_parent: Any = None
+        # (the last parent, its verdict), replaced as one tuple so that threads never
+        # see one parent with another's verdict. (A strong reference to one span: in
+        # a trace many traced calls share a parent, and an identity check is cheaper
+        # than re-reading its flags.)
+        self.last: tuple[Any, int] = (None, UNDECIDED)
 
     def drops_unsampled_children(self) -> bool:
         """Whether children of a non-sampled parent are dropped."""
         known = self._drops_unsampled
         if known is None:
-            known = _drops_every_span(self.tracer)
-            if known is False:
-                known = _parent_based_decides(self.tracer, *_DROPS_UNSAMPLED)
-            self._drops_unsampled = known
+            known = self._drops_unsampled = _drops_unsampled_children(self.tracer)
         return bool(known)  # None (no real tracer yet): asked again next time
 
     def records_sampled_children(self) -> bool:
@@ -114,20 +145,25 @@ class ChildSampling:
                                                                   *_RECORDS_SAMPLED)
         return bool(known)
 
-    def drops_children_of(self, parent: Span) -> bool:
-        """Whether a child of ``parent`` would be dropped: the fast path (remembered)."""
-        parent_context = parent.get_span_context()
-        if (parent_context.trace_flags & _SAMPLED or not parent_context.is_valid
-                or not self.drops_unsampled_children()):
-            return False
-        self.unsampled_parent = parent
-        return True
+    def verdict(self, parent: Span | None) -> int:
+        """UNDECIDED, DROPPED or RECORDS for a child of ``parent`` (the current span),
+        remembered for the last parent (callers check ``last`` first, inline)."""
+        last = self.last
+        if parent is last[0]:
+            return last[1]
+        verdict = self._decide(parent)
+        self.last = (parent, verdict)
+        return verdict
 
-    def records_child(self, ctx: Any) -> bool:
-        """Whether a span started in ``ctx`` is certain to record (attributes up front)."""
-        parent = ctx.get(SPAN_KEY)
-        if parent is None or not parent.is_recording():
-            return False
+    def _decide(self, parent: Span | None) -> int:
+        if parent is None:
+            return UNDECIDED
         parent_context = parent.get_span_context()
-        return bool(parent_context.trace_flags & _SAMPLED) and not parent_context.is_remote \
-            and self.records_sampled_children()
+        if not parent_context.trace_flags & _SAMPLED:
+            if parent_context.is_valid and self.drops_unsampled_children():
+                return DROPPED
+            return UNDECIDED
+        if (not parent_context.is_remote and parent.is_recording()
+                and self.records_sampled_children()):
+            return RECORDS
+        return UNDECIDED

@@ -106,12 +106,19 @@ def arg(
     transformed (e.g. ``sized_len``)."""
 
     def build(target: Target) -> CallExtractor:
-        get = target.arg(name, signature_of).get
+        slot = target.arg(name, signature_of)
         if transform is None:
-            return lambda instance, args, kwargs: get(args, kwargs)
+            return slot.extractor()
+        get = slot.get
         return lambda instance, args, kwargs: transform(get(args, kwargs))
 
     return build
+
+
+def the_result(value: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The result extractor of ``result()``: the return value itself (the traced call
+    recognises it and reads the value without calling it)."""
+    return value
 
 
 def result(transform: Callable[[Any], Any] | None = None) -> Callable[[Target], ResultExtractor]:
@@ -119,7 +126,7 @@ def result(transform: Callable[[Any], Any] | None = None) -> Callable[[Target], 
 
     def build(target: Target) -> ResultExtractor:
         if transform is None:
-            return lambda value, instance, args, kwargs: value
+            return the_result
         return lambda value, instance, args, kwargs: transform(value)
 
     return build

@@ -56,9 +56,9 @@ _UINT64_MASK = (1 << 64) - 1
 _fixed64 = Struct("<Q").pack
 _fixed32 = Struct("<I").pack
 _double = Struct("<d").pack
-# trace_id and span_id fields (tag, length, big-endian id), and parent_span_id's.
-_IDS = Struct(">2sQQ2sQ").pack
-_IDS_PARENT = Struct(">2sQQ2sQ2sQ").pack
+# span_id field (tag, length, big-endian id), and parent_span_id's: after trace_id's.
+_SPAN_ID = Struct(">2sQ").pack
+_SPAN_IDS = Struct(">2sQ2sQ").pack
 # start_time_unix_nano and end_time_unix_nano (tag, fixed64 little-endian).
 _TIMES = Struct("<cQcQ").pack
 _SMALL = [bytes((n,)) for n in range(128)]
@@ -91,6 +91,15 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _length(size: int) -> bytes:
+    """A length as a varint (one or two bytes for a span: inline, no loop)."""
+    if size < 0x80:
+        return _SMALL[size]
+    if size < 0x4000:
+        return bytes(((size & 0x7F) | 0x80, size >> 7))
+    return _varint(size)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -146,6 +155,9 @@ class SpanEncoder:
         self._float_prefixes: dict[str, bytes] = {}
         # Span name fields, by name.
         self._names: dict[str, bytes] = {}
+        # The last trace id and its field: spans of a trace share the id (the same int
+        # object, taken from the parent), and mostly arrive together.
+        self._trace: tuple[Any, bytes] = (None, b"")
         # id(resource) / id(scope) -> (the object, its encoding); the object is held
         # so the id cannot be reused by another one.
         self._resources: dict[int, tuple[Any, bytes]] = {}
@@ -226,6 +238,9 @@ class SpanEncoder:
             return self._pipeline_span_in_full(span)
         parent = span._parent
         trace_id = span._trace_id
+        trace = self._trace
+        if trace[0] is not trace_id:
+            trace = self._trace = (trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big"))
         name = span._name
         names = self._names
         name_field = names.get(name)
@@ -234,15 +249,12 @@ class SpanEncoder:
             if len(names) >= MAX_CACHED_NAMES:
                 names.clear()
             names[name] = name_field
-        if parent is None:
-            head = _IDS(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64_MASK, b"\x12\x08",
-                        span._span_id)
-        else:
-            head = _IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _UINT64_MASK,
-                               b"\x12\x08", span._span_id, b"\x22\x08", parent._span_id)
         kind = span._kind
         parts = [
-            b"", head, name_field,
+            trace[1],
+            _SPAN_ID(b"\x12\x08", span._span_id) if parent is None else
+            _SPAN_IDS(b"\x12\x08", span._span_id, b"\x22\x08", parent._span_id),
+            name_field,
             _KIND_INTERNAL if kind is _INTERNAL else _KIND_FIELD[kind.value],
             _TIMES(b"\x39", span._start_time, b"\x41", span._end_time),
         ]
@@ -254,9 +266,8 @@ class SpanEncoder:
                     attributes = {**attributes, **changes}
             self._span_attributes(parts, attributes)
         parts.append(_UNSET_LOCAL_TAIL)
-        size = sum(map(len, parts))
-        parts[0] = b"\x12" + _SMALL[size] if size < 0x80 else b"\x12" + _varint(size)
-        return b"".join(parts)
+        body = b"".join(parts)
+        return b"\x12" + _length(len(body)) + body
 
     def _pipeline_span_in_full(self, span: PipelineSpan) -> bytes:
         parent = span._parent
@@ -349,41 +360,45 @@ class SpanEncoder:
         return _field(b"\x12", b"".join(parts))
 
     def _span_attributes(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+        # Cached encodings read by subscript (a miss raises KeyError, rare once warm:
+        # then _learn encodes and keeps it). Keyed by (key, value) for str values,
+        # (key, type, value) for int and bool (True == 1, but they encode differently),
+        # by key up to the value for floats.
         strings = self._strings
         for key, value in attributes.items():
             kind = value.__class__
-            if kind is str:
-                # Keyed by (key, value): only str values are kept in this one.
-                encoded = strings.get((key, value))
-                if encoded is None:
+            try:
+                if kind is str:
+                    parts.append(strings[key, value])
+                elif kind is float:
+                    parts.append(self._float_prefixes[key] + _double(value))
+                elif kind is int or kind is bool:
+                    parts.append(self._numbers[key, kind, value])
+                else:
                     encoded = self._attribute(b"\x4a", key, value)
-                    if encoded is None:
-                        continue
-                    if len(strings) >= MAX_CACHED_ATTRIBUTES:
-                        strings.clear()
-                    strings[key, value] = encoded
-                parts.append(encoded)
-            elif kind is float:
-                prefix = self._float_prefixes.get(key)
-                if prefix is None:
-                    prefix = self._float_prefix(key)
-                parts.append(prefix + _double(value))
-            elif kind is int or kind is bool:
-                numbers = self._numbers
-                # The type in the key: True == 1, but they encode differently.
-                encoded = numbers.get((key, kind, value))
-                if encoded is None:
-                    encoded = self._attribute(b"\x4a", key, value)
-                    if encoded is None:
-                        continue
-                    if len(numbers) >= MAX_CACHED_ATTRIBUTES:
-                        numbers.clear()
-                    numbers[key, kind, value] = encoded
-                parts.append(encoded)
-            else:
-                encoded = self._attribute(b"\x4a", key, value)
+                    if encoded is not None:
+                        parts.append(encoded)
+            except KeyError:
+                encoded = self._learn(key, value, kind)
                 if encoded is not None:
                     parts.append(encoded)
+
+    def _learn(self, key: str, value: Any, kind: type) -> bytes | None:
+        """A str, int, bool or float attribute not cached yet: encoded, and kept."""
+        if kind is float:
+            return self._float_prefix(key) + _double(value)
+        encoded = self._attribute(b"\x4a", key, value)
+        if encoded is None:
+            return None
+        if kind is str:
+            cache: dict[Any, bytes] = self._strings
+            cache_key: tuple[Any, ...] = (key, value)
+        else:
+            cache, cache_key = self._numbers, (key, kind, value)
+        if len(cache) >= MAX_CACHED_ATTRIBUTES:
+            cache.clear()
+        cache[cache_key] = encoded
+        return encoded
 
     def _float_prefix(self, key: str) -> bytes:
         """A double attribute's field up to its 8 value bytes (the same for every value)."""

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracer
 
-__all__ = ["UNLIMITED", "UNSET_STATUS", "PipelineSpan"]
+__all__ = ["PLAIN_TYPES", "PLAIN_TYPES_LIMITED", "UNLIMITED", "UNSET_STATUS", "PipelineSpan"]
 
 # The SDK's loggers, so that the same warnings come from the same names (and the
 # filters an application set on them keep applying).
@@ -62,6 +62,10 @@ _attributes_logger = logging.getLogger("opentelemetry.attributes")
 UNSET_STATUS = Status(StatusCode.UNSET)
 # "No limit" as a number, so the hot path compares without a None check.
 UNLIMITED = sys.maxsize
+# The attribute value types stored as given, never cleaned (checked by exact class):
+# without a length limit, and with one (then a str is checked against it).
+PLAIN_TYPES = frozenset((str, int, float, bool))
+PLAIN_TYPES_LIMITED = frozenset((int, float, bool))
 
 # Ending is check-then-set; one lock for all spans costs less than one per span and
 # is held for two attribute accesses.
@@ -166,7 +170,6 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             _sdk_logger.warning("Setting attribute on ended span.")
             return
-        kind = value.__class__
         tracer = self._tracer
         attributes = self._attributes
         # The common case, exactly as the SDK would store it: a new non-empty str key,
@@ -176,13 +179,8 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
             and key
             and key not in attributes
             and len(attributes) < tracer._max_attributes
-            and (
-                (kind is str
-                and len(value) <= tracer._max_length)
-                or kind is int
-                or kind is float
-                or kind is bool
-            )
+            and (value.__class__ in tracer._plain_types
+                 or (value.__class__ is str and len(value) <= tracer._max_length))
         ):
             attributes[key] = value
             return
@@ -192,6 +190,22 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         if self._end_time is not None:
             _sdk_logger.warning("Setting attribute on ended span.")
             return
+        tracer = self._tracer
+        stored = self._attributes
+        # The common case, as set_attribute's: new non-empty str keys, plain values that
+        # need no cleaning, room for all of them. The SDK would store exactly these, in
+        # order; anything else goes the SDK's way, the mapping as a whole.
+        if len(stored) + len(attributes) <= tracer._max_attributes:
+            plain = tracer._plain_types
+            for key, value in attributes.items():
+                if key.__class__ is not str or not key or key in stored or (
+                    value.__class__ not in plain
+                    and not (value.__class__ is str and len(value) <= tracer._max_length)
+                ):
+                    break
+            else:
+                stored.update(attributes)
+                return
         self._set_items(attributes)
 
     def add_event(
@@ -342,8 +356,10 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
             self._simple = False
             return
         cleaned = _clean_attribute_value(attributes, tracer._max_length_or_none)
-        self._dropped_attributes += len(attributes) - len(cleaned)
-        self._simple = False
+        dropped = len(attributes) - len(cleaned)
+        if dropped:
+            self._dropped_attributes += dropped
+            self._simple = False
         for key, value in cleaned.items():
             self._store(key, value)
 

@@ -54,7 +54,12 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
-from clstock_otel_distro.sdk.pipeline.span import UNLIMITED, PipelineSpan
+from clstock_otel_distro.sdk.pipeline.span import (
+    PLAIN_TYPES,
+    PLAIN_TYPES_LIMITED,
+    UNLIMITED,
+    PipelineSpan,
+)
 
 __all__ = ["PipelineTracer", "PipelineTracerProvider"]
 
@@ -104,6 +109,10 @@ class PipelineTracer(sdk_trace.Tracer):
         self._max_length_or_none = limits.max_span_attribute_length
         self._max_length = (
             UNLIMITED if self._max_length_or_none is None else self._max_length_or_none
+        )
+        # The attribute value types stored as given whatever their length (span.py).
+        self._plain_types = (
+            PLAIN_TYPES if self._max_length_or_none is None else PLAIN_TYPES_LIMITED
         )
         self._default_sampler = _is_default_sampler(self.sampler)
         self._random_ids = type(self.id_generator) is RandomIdGenerator
@@ -288,15 +297,12 @@ def _trace_id() -> int:
 
 def _set_initial_attributes(span: PipelineSpan, attributes: types.Attributes) -> None:
     tracer = span._tracer
-    max_length = tracer._max_length
     if len(attributes) <= tracer._max_attributes:
+        plain = tracer._plain_types
         for key, value in attributes.items():
-            kind = value.__class__
-            if not (
-                key.__class__ is str
-                and key
-                and ((kind is str and len(value) <= max_length) or kind is int
-                     or kind is float or kind is bool)
+            if key.__class__ is not str or not key or (
+                value.__class__ not in plain
+                and not (value.__class__ is str and len(value) <= tracer._max_length)
             ):
                 break
         else:
