@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk._configuration import _import_sampler
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
@@ -824,9 +825,18 @@ def test_non_sampled_parent_with_a_non_parent_based_sampler_still_traces(module,
     assert pipeline.span("Predictor.calculate_score").parent.span_id == 0xDEF
 
 
-def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches):
-    """ALWAYS_OFF drops every child: no span object, the parent stays current, measured."""
-    pipeline = Telemetry.create(sampler=ALWAYS_OFF)
+@pytest.mark.parametrize("configured", ["object", "entry point"])
+def test_always_off_takes_the_fast_path_under_a_non_sampled_parent(module, patches, configured):
+    """ALWAYS_OFF drops every child: no span object, the parent stays current, measured.
+
+    OTEL_TRACES_SAMPLER=always_off under opentelemetry-instrument is the SDK's
+    ``always_off`` entry point: a subclass of StaticSampler, not ALWAYS_OFF itself."""
+    if configured == "entry point":
+        sampler = _import_sampler("always_off")
+        assert type(sampler) is not type(ALWAYS_OFF)
+    else:
+        sampler = ALWAYS_OFF
+    pipeline = Telemetry.create(sampler=sampler)
     calls: list = []
 
     class Predictor:

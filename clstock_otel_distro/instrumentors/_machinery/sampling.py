@@ -110,7 +110,7 @@ def _drops_unsampled_children(tracer: Tracer) -> bool | None:
         from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
     except ImportError:  # pragma: no cover - a sampler without the SDK
         return False
-    if type(sampler) is StaticSampler and getattr(sampler, "_decision", None) is Decision.DROP:
+    if isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is Decision.DROP:
         return True
     return _parent_based_decides(tracer, *_DROPS_UNSAMPLED)
 
