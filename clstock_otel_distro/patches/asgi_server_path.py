@@ -28,7 +28,10 @@ This module serves a request the way upstream does, with each of those done once
   attributes and the same exemplar context, with upstream's quirks kept: the
   response size is the instance's last ``content_length_header``, the request size
   needs a ``Content-Length`` header, ``server.address`` is the scope's server with
-  its port.
+  its port. With the metric-record cache active, the duration and the response size
+  wait for the collection with their time and span context, as the instrumentors'
+  durations do (``instrumentors/_machinery/durations.py``): handed over at once, with
+  the exemplars the SDK would keep.
 
 It does not: serve websocket or lifespan scopes, other semantic-convention modes
 than HTTP (new conventions only), middlewares with a request or response hook,
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from time import time_ns
 from timeit import default_timer
 from types import ModuleType
 from typing import Any
@@ -73,6 +77,10 @@ _CLASS = "OpenTelemetryMiddleware"
 _SYMBOL = f"{_CLASS}.__call__"
 # Where the once-per-instance answer is kept: True (lean) or False (upstream's).
 _DECIDED = "_clstock_asgi_fast_path"
+# Where an eligible instance keeps its waiting durations and response sizes.
+_LATER = "_clstock_asgi_later"
+# Attribute sets (route, status...) one middleware remembers for waiting records.
+_MAX_LATER_SETS = 256
 
 # Module-level names of the asgi module this path calls or stands in for: if any is
 # replaced after the patch (another tool wrapped it), the instance is served by
@@ -148,8 +156,10 @@ def _choose(module: ModuleType, cls: type, seen: dict[str, Any],
     def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
         lean = instance.__dict__.get(_DECIDED)
         if lean is None:
-            lean = instance.__dict__[_DECIDED] = _eligible(module, cls, seen, seen_methods,
-                                                           instance)
+            lean = _eligible(module, cls, seen, seen_methods, instance)
+            if lean:
+                instance.__dict__[_LATER] = _later_records(instance)
+            instance.__dict__[_DECIDED] = lean
         if lean and len(args) == 3 and not kwargs:
             return _serve(wrapped, instance, *args)
         return wrapped(*args, **kwargs)
@@ -224,6 +234,53 @@ _ACTIVE_KEYS: frozenset[str]
 _DURATION_KEYS: frozenset[str]
 _HTTP_MODE: Any
 _SYNTHETIC: str
+
+
+class _Later:
+    """Measurements of one histogram that wait for the collection, per attribute set."""
+
+    __slots__ = ("limit", "pending", "slots")
+
+    def __init__(self, pending: Any, limit: int) -> None:
+        self.pending = pending  # the histogram's PendingDurations
+        self.limit = limit
+        # Attribute items -> the waiting list, or False: recorded at once.
+        self.slots: dict[tuple, list | bool] = {}
+
+    def add(self, value: float, attributes: dict[str, Any], span_context: Any) -> bool:
+        """Keep one measurement for the collection; False: record it now instead."""
+        key = tuple(attributes.items())
+        slot = self.slots.get(key)
+        if slot is None:
+            if len(self.slots) >= _MAX_LATER_SETS:
+                return False
+            waits = self.pending.defers_traced(attributes)
+            if waits is None:  # the SDK has not resolved the set yet: this record does
+                return False
+            slot = self.slots[key] = self.pending.traced_slot(attributes) if waits else False
+        if slot is False or len(slot) >= self.limit:
+            return False
+        slot.append((value, time_ns(), span_context))
+        return True
+
+
+def _later_records(middleware: Any) -> tuple[_Later | None, _Later | None]:
+    """The waiting records of an eligible middleware: (durations, response sizes)."""
+    # Imported here: the machinery's durations module imports the patches package.
+    from clstock_otel_distro.instrumentors._machinery.durations import (
+        TRACED_PENDING_LIMIT,
+        pending_durations,
+    )
+
+    later = []
+    for histogram in (middleware.duration_histogram_new,
+                      middleware.server_response_body_size_histogram):
+        try:
+            pending = pending_durations(middleware.meter, histogram, histogram.name)
+        except Exception:  # no collection hook: recorded at once
+            pending = None
+        later.append(_Later(pending, TRACED_PENDING_LIMIT) if pending is not None else None)
+    return later[0], later[1]
 
 
 class _RequestHeaders(Getter[Any]):
@@ -415,12 +472,18 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
         duration_s = default_timer() - start
         duration_attributes = {
             key: value for key, value in attributes.items() if key in _DURATION_KEYS}
-        self.duration_histogram_new.record(max(duration_s, 0), duration_attributes,
-                                           context=span_context)
+        durations, sizes = self.__dict__.get(_LATER) or (None, None)
+        duration = max(duration_s, 0)
+        if durations is None or not durations.add(duration, duration_attributes,
+                                                  span.get_span_context()):
+            self.duration_histogram_new.record(duration, duration_attributes,
+                                               context=span_context)
         self.active_requests_counter.add(-1, active_requests_attributes)
-        if self.content_length_header:
+        size = self.content_length_header
+        if size and (sizes is None or not sizes.add(size, duration_attributes,
+                                                    span.get_span_context())):
             self.server_response_body_size_histogram.record(
-                self.content_length_header, duration_attributes, context=span_context)
+                size, duration_attributes, context=span_context)
         request_size = headers.names.get("content-length")
         if request_size:
             try:

@@ -57,6 +57,8 @@ _TABLE = "_clstock_bound"
 # Values whose equality is their identity as attribute values (1 == 1.0 == True: the
 # SDK keeps those apart, a tuple of items would not).
 _PLAIN_VALUES = (str, int)
+# Amounts whose arithmetic record_all_traced repeats as the SDK's aggregation does it.
+_PLAIN_AMOUNTS = (float, int)
 
 
 class _Measured:
@@ -243,7 +245,7 @@ def record_all(histogram: Any, values: Sequence[float],
                 aggregation._max = max(aggregation._max, max(values))
 
 
-# (value, time_unix_nano, span context) of one traced call's duration.
+# (value, time_unix_nano, span context) of one measurement made in a span's context.
 TracedDuration = tuple[float, int, Any]
 
 
@@ -277,8 +279,8 @@ def record_all_traced(histogram: Any, durations: Sequence[TracedDuration],
     from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
     found = _traced_aggregations(histogram, attributes)
-    if found is None or not all(value.__class__ is float and value >= 0 and math.isfinite(value)
-                                for value, _, _ in durations):
+    if found is None or not all(value.__class__ in _PLAIN_AMOUNTS and value >= 0
+                                and math.isfinite(value) for value, _, _ in durations):
         for value, _, span_context in durations:
             histogram.record(value, attributes,
                              set_span_in_context(NonRecordingSpan(span_context)))
