@@ -119,9 +119,11 @@ SPAN_VARIANTS = ("sdk", "ours")
 SDK = "sdk"
 HOUR_MS = "3600000"
 # Timers out of the windows (see the module docstring): batches are sent when full
-# and at each window's flush, metrics at each window's flush.
+# and at each window's flush, metrics at each window's flush. String hashes seeded
+# alike in every process: dict and set layouts (and what their probing costs) do not
+# differ by chance between variants, or between runs.
 COUNTING_ENV = {"OTEL_BSP_SCHEDULE_DELAY": HOUR_MS, "OTEL_BLRP_SCHEDULE_DELAY": HOUR_MS,
-                "OTEL_METRIC_EXPORT_INTERVAL": HOUR_MS}
+                "OTEL_METRIC_EXPORT_INTERVAL": HOUR_MS, "PYTHONHASHSEED": "0"}
 # ClStock's price cache keeps a history for 5 minutes; under callgrind a variant's
 # windows last longer than that, and a window that refetched would count a cold cache.
 WARM_CACHE_ENV = {"CLSTOCK_CACHE_TTL": "86400"}
