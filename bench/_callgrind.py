@@ -185,13 +185,21 @@ class Counter:
         self.control("--instr=on")
         self.control("--zero")
 
-    def stop(self) -> int:
-        """Dump the counters, stop counting; the instructions counted since :meth:`start`."""
+    def stop(self, keep_as: Path | None = None) -> int:
+        """Dump the counters, stop counting; the instructions counted since :meth:`start`.
+
+        The dump is deleted, or moved to ``keep_as`` (per C function: read it with
+        ``callgrind_annotate``).
+        """
         self.control("--dump")
         path = self._new_dump()
         self.control("--instr=off")
         total = parse_totals(path.read_text())[EVENT]
-        path.unlink()
+        if keep_as is None:
+            path.unlink()
+        else:
+            keep_as.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(keep_as)
         return total
 
     def _new_dump(self) -> Path:

@@ -268,7 +268,8 @@ def _get(connection: http.client.HTTPConnection, path: str) -> None:
 
 def measure_requests(spec: Variant, endpoints: Sequence[str],
                      counts: Mapping[str, tuple[int, int]], repeats: int,
-                     stack: Stack, sink: Sink, work: Path) -> dict[str, Any]:
+                     stack: Stack, sink: Sink, work: Path,
+                     keep_dumps: Path | None = None) -> dict[str, Any]:
     """The windows of one variant: ``{endpoint: {"windows": [...], "spans": [...]}}``."""
     out_dir = work / spec.name
     out_dir.mkdir()
@@ -300,7 +301,9 @@ def measure_requests(spec: Variant, endpoints: Sequence[str],
                     for _ in range(units):
                         _get(connection, ENDPOINTS[endpoint])
                     server.signal_and_wait(signal.SIGUSR1)
-                    windows[units] = Window(units, counter.stop())
+                    keep = (None if keep_dumps is None else
+                            keep_dumps / f"{spec.name}-{endpoint}-{units}-r{repeat + 1}.callgrind")
+                    windows[units] = Window(units, counter.stop(keep))
                     spans[units] = sink.spans_of(spec.name) - received
                 results[endpoint]["windows"].append(
                     [low, windows[low].instructions, high, windows[high].instructions])
@@ -480,7 +483,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                  if e in VARIANT_ENDPOINTS.get(name, ENDPOINTS)]
                     if endpoints:
                         data["requests"][name] = measure_requests(
-                            spec, endpoints, counts, args.repeats, stack, sink, work)
+                            spec, endpoints, counts, args.repeats, stack, sink, work,
+                            args.keep_dumps)
         for name, spec in span_variants.items():
             data["spans"][name] = measure_spans(spec, args.traces, args.repeats, sink, work)
     return data
@@ -513,6 +517,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="NAME:VARIABLE=VALUE", help="an extra variable for a span "
                         "pipeline (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the raw counts here")
+    parser.add_argument("--keep-dumps", type=Path, metavar="DIR",
+                        help="keep each request window's callgrind dump here (per C "
+                             "function; callgrind_annotate reads them)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="print the report of a --json file instead of measuring")
     args = parser.parse_args(argv)
