@@ -69,7 +69,34 @@ def _ticker(target: Target) -> CallExtractor:
     return extract
 
 
+# Which result types are pandas DataFrames, by type (pandas is never imported here).
+_DATAFRAME_TYPES: dict[type, bool] = {}
+
+
+def _is_dataframe(value: Any) -> bool:
+    kind = value.__class__
+    known = _DATAFRAME_TYPES.get(kind)
+    if known is None:
+        known = any(base.__name__ == "DataFrame" and base.__module__.startswith("pandas.")
+                    for base in kind.__mro__)
+        if len(_DATAFRAME_TYPES) < 64:
+            _DATAFRAME_TYPES[kind] = known
+    return known
+
+
+def _rows(frame: Any) -> int | None:
+    """The rows of the returned frame: ``len(frame)``, read from a DataFrame's index
+    directly (what ``DataFrame.__len__`` does, one call less)."""
+    if _is_dataframe(frame):
+        return len(frame.index)
+    return sized_len(frame)
+
+
 def _is_empty(frame: Any) -> bool:
+    # DataFrame.empty is "an axis has length 0", computed by pandas through several
+    # generic calls per request: the same test on the two axes here.
+    if _is_dataframe(frame):
+        return len(frame.index) == 0 or len(frame.columns) == 0
     empty = getattr(frame, "empty", None)
     return empty is True or (empty is None and sized_len(frame) == 0)
 
@@ -81,7 +108,7 @@ _METHODS: dict[str, TraceSpec] = {
             CLSTOCK_PERIOD: arg("period"),
             CLSTOCK_TICKER: _ticker,
         },
-        result_attributes={CLSTOCK_DATA_POINTS: result(sized_len)},
+        result_attributes={CLSTOCK_DATA_POINTS: result(_rows)},
         result_events={EVENT_NO_DATA_RETURNED: result(_is_empty)}),
     "get_multiple_stocks": TraceSpec(
         attributes={CLSTOCK_SYMBOL_COUNT: arg("symbols", sized_len)}),

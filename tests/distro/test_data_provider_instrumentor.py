@@ -241,3 +241,17 @@ def test_metrics_recorded(telemetry, traced):
         ({CLSTOCK_OPERATION_NAME: "StockDataProvider.get_stock_data",
           ERROR_TYPE: "data.stock_data.DataFetchError"}, 1),
     ]
+
+
+@pytest.mark.parametrize("frame", [
+    pd.DataFrame({"Close": [1.0, 2.0]}), pd.DataFrame(), pd.DataFrame(index=[1, 2]),
+    pd.DataFrame(columns=["Close"]), pd.Series([1.0]), pd.Series([], dtype=float), [], [1],
+    None, iter([1])])
+def test_rows_and_emptiness_are_pandas_own(frame):
+    """The DataFrame shortcut answers what len() and .empty answer."""
+    from clstock_otel_distro.instrumentors import data_provider
+
+    expected_rows = None if frame is None or isinstance(frame, type(iter([]))) else len(frame)
+    assert data_provider._rows(frame) == expected_rows
+    if hasattr(frame, "empty"):
+        assert data_provider._is_empty(frame) is bool(frame.empty)
