@@ -51,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_call_worker.py"
 MODES = ("bare", "traced", "noexport", "nometric", "span")
 CALLS = (512, 1536)
+SERVICE = "call-ours"  # the worker's service name (bench-call-ours)
 HOUR_MS = "3600000"
 # Timers out of the windows: spans leave in full batches of 512 and at each flush;
 # metrics are collected once an hour (never inside a window).
@@ -60,14 +61,25 @@ START_TIMEOUT = 300.0
 ACK_TIMEOUT = 600.0
 
 
+def worker_env(sink: Sink, extra_env: Mapping[str, str]) -> dict[str, str]:
+    """The worker's environment: this distro's defaults, exporting to ``sink``."""
+    return {**os.environ, **COUNTING_ENV, "PYTHONHASHSEED": "0",
+            **variant_env("ours", sink, SERVICE), **extra_env}
+
+
+def worker_command(out_dir: Path | None) -> list[str]:
+    """opentelemetry-instrument [valgrind ... (when ``out_dir``)] python _call_worker.py."""
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    counted = valgrind_command(out_dir) if out_dir is not None else []
+    return [str(instrument), *counted, sys.executable, str(WORKER)]
+
+
 class CallWorker:
     """``bench/_call_worker.py`` under opentelemetry-instrument and callgrind, line by line."""
 
     def __init__(self, sink: Sink, out_dir: Path, extra_env: Mapping[str, str]) -> None:
-        env = {**os.environ, **COUNTING_ENV, "PYTHONHASHSEED": "0",
-               **variant_env("ours", sink, "call-ours"), **extra_env}
-        instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-        command = [str(instrument), *valgrind_command(out_dir), sys.executable, str(WORKER)]
+        env = worker_env(sink, extra_env)
+        command = worker_command(out_dir)
         self.log = open(out_dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True, env=env, cwd=HERE)
@@ -126,7 +138,7 @@ def measure(calls: tuple[int, int], repeats: int, extra_env: Mapping[str, str]
                           file=sys.stderr, flush=True)
         finally:
             worker.close()
-        spans = sink.spans_of("call-ours")
+        spans = sink.spans_of(SERVICE)
     return {"calls": list(calls), "repeats": repeats, "modes": results, "spans": spans}
 
 

@@ -30,7 +30,9 @@
    for a recorded span, at the next metrics collection for a non-sampled call. The
    exception itself reaches the application unchanged.
 
-The hot path (steps 4 and 5) is judged by ``bench/per_call.py``.
+The hot path (steps 4 and 5) is judged by ``bench/per_call.py`` (time) and
+``bench/per_call_instructions.py`` (callgrind instructions per call, split into the
+machinery, the span, its export and the metric record).
 """
 
 from __future__ import annotations
