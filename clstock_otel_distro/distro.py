@@ -20,9 +20,11 @@ module builds a resource), the configurator's name, and our curl_cffi URL patter
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+from types import ModuleType
 from typing import Any
 
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
@@ -65,6 +67,7 @@ from clstock_otel_distro.patches import (
     uvicorn_gc_freeze,
     uvicorn_unresolved_targets,
 )
+from clstock_otel_distro.patches._hooks import when_imported
 
 __all__ = [
     "DEFAULT_ATTRIBUTE_VALUE_LENGTH_LIMIT",
@@ -358,6 +361,24 @@ class ClStockDistro(BaseDistro):
             # OTEL_METRICS_EXPORTER=none: the SDK still installs a MeterProvider, with
             # no reader, and every measurement still costs (bench/per_call.py) for nothing.
             kwargs["meter_provider"] = NoOpMeterProvider()
+        library = instrumentation_policy.waits_for(entry_point.name)
+        if library is not None:
+            _logger.debug("Instrumentation %r waits for the application to import %s",
+                          entry_point.name, library)
+            when_imported(library, functools.partial(self._instrument_when_imported,
+                                                     entry_point, kwargs),
+                          f"the {entry_point.name} instrumentation")
+            return
+        self._instrument(entry_point, kwargs)
+
+    def _instrument_when_imported(self, entry_point: EntryPoint, kwargs: dict[str, Any],
+                                  module: ModuleType) -> None:
+        try:
+            self._instrument(entry_point, kwargs)
+        except (DependencyConflictError, ModuleNotFoundError) as exc:
+            _logger.debug("Instrumentation %r not loaded: %s", entry_point.name, exc)
+
+    def _instrument(self, entry_point: EntryPoint, kwargs: dict[str, Any]) -> None:
         try:
             instrumentor = entry_point.load()
             if entry_point.name == _runtime_metrics.ENTRY_POINT_NAME:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from clstock_otel_distro import instrumentation_policy
@@ -58,3 +60,31 @@ def test_the_distro_never_imports_a_left_out_instrumentation():
     entry_point = _EntryPoint("sqlite3")
     ClStockDistro().load_instrumentor(entry_point)
     assert not entry_point.loaded
+
+
+def test_grpc_instrumentations_wait_for_grpc(monkeypatch):
+    monkeypatch.delitem(sys.modules, "grpc", raising=False)
+    assert {instrumentation_policy.waits_for(name) for name in
+            ("grpc_client", "grpc_server", "grpc_aio_client", "grpc_aio_server")} == {"grpc"}
+    assert instrumentation_policy.waits_for("requests") is None
+    monkeypatch.setitem(sys.modules, "grpc", object())
+    assert instrumentation_policy.waits_for("grpc_client") is None  # imported: at once
+
+
+_GRPC_PROBE = """
+import sys
+print("at start", "grpc" in sys.modules)
+import grpc
+from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
+print("after import", GrpcInstrumentorClient().is_instrumented_by_opentelemetry)
+"""
+
+
+def test_grpc_is_not_imported_until_the_application_does(run_instrumented):
+    """Under opentelemetry-instrument: no grpc at start; instrumented once imported."""
+    result = run_instrumented(_GRPC_PROBE, {"OTEL_TRACES_EXPORTER": "none",
+                                            "OTEL_METRICS_EXPORTER": "none",
+                                            "OTEL_LOGS_EXPORTER": "none"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["at start False", "after import True"], (
+        result.stdout, result.stderr[-2000:])
