@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from time import time_ns
 from timeit import default_timer
 from types import ModuleType
 from typing import Any
@@ -244,8 +243,8 @@ class _Later:
     def __init__(self, pending: Any, limit: int) -> None:
         self.pending = pending  # the histogram's PendingDurations
         self.limit = limit
-        # Attribute items -> the waiting list, or False: recorded at once.
-        self.slots: dict[tuple, list | bool] = {}
+        # Attribute items -> where they wait (a TracedSlot), or False: recorded at once.
+        self.slots: dict[tuple, Any] = {}
 
     def add(self, value: float, attributes: dict[str, Any], span_context: Any) -> bool:
         """Keep one measurement for the collection; False: record it now instead."""
@@ -254,13 +253,13 @@ class _Later:
         if slot is None:
             if len(self.slots) >= _MAX_LATER_SETS:
                 return False
-            waits = self.pending.defers_traced(attributes)
-            if waits is None:  # the SDK has not resolved the set yet: this record does
+            slot = self.pending.traced_slot(attributes)
+            if slot is None:  # the SDK has not resolved the set yet: this record does
                 return False
-            slot = self.slots[key] = self.pending.traced_slot(attributes) if waits else False
+            self.slots[key] = slot
         if slot is False or len(slot) >= self.limit:
             return False
-        slot.append((value, time_ns(), span_context))
+        slot.add(value, span_context)
         return True
 
 

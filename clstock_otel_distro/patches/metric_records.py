@@ -29,8 +29,8 @@ no exemplar can be taken; otherwise value by value. :func:`record_all_traced` do
 the same for the durations of traced calls, each with its time and span context:
 the values go in at once and, as the SDK's aligned-bucket exemplar reservoir keeps
 the last measurement offered to each bucket, only that one is offered per bucket
-(:func:`defers_traced` says beforehand whether an attribute set can be handed over
-that way).
+(:func:`traced_plan` says beforehand whether an attribute set can be handed over
+that way, and with which buckets).
 ``OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE=false`` turns it off.
 """
 
@@ -42,12 +42,20 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE
 from clstock_otel_distro.patches.registry import UpstreamPatch
 
-__all__ = ["MAX_BOUND", "PATCH", "defers_traced", "patch", "record_all", "record_all_traced"]
+__all__ = [
+    "MAX_BOUND",
+    "PATCH",
+    "TracedPlan",
+    "patch",
+    "record_all",
+    "record_all_traced",
+    "traced_plan",
+]
 
 _MODULE = "opentelemetry.sdk.metrics"
 _METHODS = (("Histogram", "record"), ("Counter", "add"), ("UpDownCounter", "add"))
@@ -249,66 +257,77 @@ def record_all(histogram: Any, values: Sequence[float],
 TracedDuration = tuple[float, int, Any]
 
 
-def defers_traced(histogram: Any, attributes: Mapping[str, Any] | None) -> bool | None:
-    """Whether traced-call durations of this set can wait for :func:`record_all_traced`.
+class TracedPlan(NamedTuple):
+    """How measurements of one bound set made in spans' contexts can wait."""
 
-    True when the cache is active and the set bound, the exemplar filter is one of the
-    SDK's three (always on, always off, trace-based: decided by the span context
-    alone) and every aggregation is an explicit-bucket histogram with the SDK's
-    aligned-bucket exemplar reservoir; None when the set is not bound yet (the SDK
-    has not recorded it); False otherwise.
+    boundaries: tuple[float, ...]
+    """The buckets of every aggregation of the set (the same for all of them)."""
+    samples: Callable[[Any], bool]
+    """Whether a measurement in a span with this span context may become an exemplar."""
+
+
+def traced_plan(histogram: Any, attributes: Mapping[str, Any] | None
+                ) -> TracedPlan | bool | None:
+    """How measurements of this set made in spans' contexts can wait for
+    :func:`record_all_traced`, or whether they cannot.
+
+    A plan when the cache is active and the set bound, the exemplar filter is one of
+    the SDK's three (always on, always off, trace-based: decided by the span context
+    alone) and every aggregation is an explicit-bucket histogram, all with the same
+    buckets, with the SDK's aligned-bucket exemplar reservoir; None when the set is
+    not bound yet (the SDK has not recorded it); False otherwise.
     """
     if getattr(type(histogram).record, "__wrapped__", None) is None:
         return False  # the cache is not active
     if _bound(histogram, attributes) is None:
         return None
-    return _traced_aggregations(histogram, attributes) is not None
+    found = _traced_aggregations(histogram, attributes)
+    if found is None:
+        return False
+    aggregations, samples = found
+    boundaries = {aggregation._boundaries for aggregation in aggregations}
+    if len(boundaries) != 1:
+        return False
+    return TracedPlan(boundaries.pop(), samples)
 
 
-def record_all_traced(histogram: Any, durations: Sequence[TracedDuration],
+def record_all_traced(histogram: Any, values: Sequence[float],
+                      exemplars: Mapping[int, TracedDuration],
                       attributes: Mapping[str, Any] | None) -> None:
-    """``histogram.record(value, attributes, <its span's context>)`` for each, in order.
+    """What recording each of ``values`` in its span's context would have collected.
 
-    The same bucket counts, sum, min and max, and the same exemplars (value, time,
-    attributes, span and trace ids): the SDK's reservoir keeps the last measurement
-    offered to each bucket, so only that one is offered. When the set cannot be
-    handed over so (:func:`defers_traced` no longer holds), each value is recorded
-    the SDK's way, in a context holding a non-recording span with its span context
-    (the exemplar then takes the time of this call).
+    ``exemplars`` holds, per bucket of the plan (:func:`traced_plan`), the last
+    measurement of ``values`` in that bucket the exemplar filter keeps, with its time
+    and span context: the SDK's aligned-bucket reservoir keeps the last measurement
+    offered to each bucket, so that one is all it is offered. The same bucket counts,
+    sum, min, max and exemplars (value, time, attributes, span and trace ids). Should
+    the set no longer be handed over so (a reader added, the meter disabled), each
+    value is recorded the SDK's way, without its exemplar.
     """
     from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
     found = _traced_aggregations(histogram, attributes)
     if found is None or not all(value.__class__ in _PLAIN_AMOUNTS and value >= 0
-                                and math.isfinite(value) for value, _, _ in durations):
-        for value, _, span_context in durations:
-            histogram.record(value, attributes,
-                             set_span_in_context(NonRecordingSpan(span_context)))
+                                and math.isfinite(value) for value in values):
+        for value in values:
+            histogram.record(value, attributes)
         return
-    aggregations, samples = found
-    values = [value for value, _, _ in durations]
-    sampled = [samples(span_context) for _, _, span_context in durations]
-    for aggregation in aggregations:
+    for aggregation in found[0]:
         boundaries = aggregation._boundaries
-        last: dict[int, int] = {}  # bucket -> index of the last sampled duration in it
         with aggregation._lock:
             counts = aggregation._value
             if counts is None:
                 counts = aggregation._value = aggregation._get_empty_bucket_counts()
             total = aggregation._sum
-            for index, value in enumerate(values):
-                bucket = bisect_left(boundaries, value)
+            for value in values:
                 total += value
-                counts[bucket] += 1
-                if sampled[index]:
-                    last[bucket] = index
+                counts[bisect_left(boundaries, value)] += 1
             aggregation._sum = total
             if aggregation._record_min_max and values:
                 aggregation._min = min(aggregation._min, min(values))
                 aggregation._max = max(aggregation._max, max(values))
         reservoir = aggregation._reservoir
-        for index in last.values():
-            value, time_unix_nano, span_context = durations[index]
+        for value, time_unix_nano, span_context in exemplars.values():
             reservoir.offer(value, time_unix_nano, dict(attributes or {}),
                             set_span_in_context(NonRecordingSpan(span_context)))
 

@@ -28,6 +28,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import format_span_id
 
+from clstock_otel_distro.instrumentors._machinery.durations import TracedSlot
 from clstock_otel_distro.patches import asgi_server_path, metric_records, registry
 from tests.support.otel_testing import Telemetry
 
@@ -375,10 +376,13 @@ def test_with_the_metric_record_cache_durations_and_sizes_wait_for_the_collectio
     upstream, patched, middleware = compare(record_cache=True)
     _assert_same(upstream, patched)
     durations, sizes = middleware.__dict__[asgi_server_path._LATER]
-    # Attribute sets seen a second time waited (a list), the first went the SDK's way.
-    assert any(isinstance(slot, list) for slot in durations.slots.values())
-    assert any(isinstance(slot, list) for slot in sizes.slots.values())
-    assert all(not slot for slot in durations.slots.values() if isinstance(slot, list))
+    # Attribute sets seen a second time waited (a TracedSlot), the first went the
+    # SDK's way; the collection took what waited.
+    waited = [slot for later in (durations, sizes) for slot in later.slots.values()
+              if isinstance(slot, TracedSlot)]
+    assert {id(slot) for slot in durations.slots.values()} & {id(slot) for slot in waited}
+    assert {id(slot) for slot in sizes.slots.values()} & {id(slot) for slot in waited}
+    assert all(len(slot) == 0 for slot in waited)
 
 
 def test_with_a_response_propagator(compare):

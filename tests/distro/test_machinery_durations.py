@@ -225,7 +225,7 @@ def record_cache() -> Iterator[None]:
 
 
 def _traced_durations(cls: type) -> int:
-    return sum(len(values) for _, values in cls.telemetry.pending._traced.values())
+    return sum(len(slot) for _, slot in cls.telemetry.pending._traced.values())
 
 
 def _run_traced(module: types.ModuleType, patches: list, monkeypatch: pytest.MonkeyPatch,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -357,6 +358,24 @@ TRACED = [(0.0004 * (n % 17) + 0.001 * (n % 3), 1_000 + n, _span_context(n, n % 
           for n in range(60)]
 
 
+def _hand_over(histogram: Any, durations: list, attributes: dict) -> None:
+    """What a TracedSlot hands over for ``durations``: the values, and per bucket of the
+    plan the last duration the exemplar filter keeps (or each value the SDK's way)."""
+    plan = metric_records.traced_plan(histogram, attributes)
+    exemplars = {}
+    if isinstance(plan, metric_records.TracedPlan):
+        for value, time_unix_nano, span_context in durations:
+            if plan.samples(span_context):
+                exemplars[bisect_left(plan.boundaries, value)] = (value, time_unix_nano,
+                                                                   span_context)
+        metric_records.record_all_traced(histogram, [value for value, _, _ in durations],
+                                         exemplars, attributes)
+    else:  # what recording each in its span's context does
+        for value, _, span_context in durations:
+            histogram.record(value, attributes,
+                             trace.set_span_in_context(NonRecordingSpan(span_context)))
+
+
 def _deferred_traced(provider: MeterProvider) -> None:
     """Traced calls' durations handed over at once, after the set's first recording."""
     meter = provider.get_meter("clstock")
@@ -366,8 +385,8 @@ def _deferred_traced(provider: MeterProvider) -> None:
     attributes = {"clstock.operation": "calculate_score", "host": "a"}
     for instrument in (histogram, other):
         instrument.record(0.1, attributes, SAMPLED)
-        metric_records.record_all_traced(instrument, TRACED, attributes)
-    metric_records.record_all_traced(histogram, TRACED[:5], {"never": "recorded"})
+        _hand_over(instrument, TRACED, attributes)
+    _hand_over(histogram, TRACED[:5], {"never": "recorded"})
 
 
 @pytest.mark.parametrize("exemplar_filter", FILTERS.values(), ids=FILTERS.keys())
@@ -380,7 +399,7 @@ def test_record_all_traced_is_recording_each_in_its_span_context(exemplar_filter
     assert sorted(point["count"] for point in points) == [5, len(TRACED) + 1]
 
 
-def test_defers_traced_only_when_the_exemplars_can_be_kept(sdk_calls):
+def test_traced_plan_only_when_the_exemplars_can_be_kept(sdk_calls):
     registry.install(metric_records.PATCH)
     provider = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False,
                              views=[View(instrument_name="sizes",
@@ -388,11 +407,12 @@ def test_defers_traced_only_when_the_exemplars_can_be_kept(sdk_calls):
     meter = provider.get_meter("m")
     histogram, sizes = meter.create_histogram("h"), meter.create_histogram("sizes")
     attributes = {"k": "v"}
-    assert metric_records.defers_traced(histogram, attributes) is None  # not resolved yet
+    assert metric_records.traced_plan(histogram, attributes) is None  # not resolved yet
     histogram.record(1.0, attributes)
     sizes.record(1.0, attributes)
-    assert metric_records.defers_traced(histogram, attributes) is True
-    assert metric_records.defers_traced(sizes, attributes) is False  # exponential buckets
+    plan = metric_records.traced_plan(histogram, attributes)
+    assert isinstance(plan, metric_records.TracedPlan) and plan.boundaries[:2] == (0.0, 5.0)
+    assert metric_records.traced_plan(sizes, attributes) is False  # exponential buckets
     registry.uninstall(metric_records.PATCH)
-    assert metric_records.defers_traced(histogram, attributes) is False
+    assert metric_records.traced_plan(histogram, attributes) is False
     provider.shutdown()

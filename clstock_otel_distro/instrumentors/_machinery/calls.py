@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from time import perf_counter, time_ns
+from time import perf_counter
 from typing import Any
 
 from opentelemetry.context import attach, detach, get_current
@@ -34,6 +34,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from clstock_otel_distro.instrumentors._machinery.durations import (
     PENDING_LIMIT,
     TRACED_PENDING_LIMIT,
+    TracedSlot,
 )
 from clstock_otel_distro.instrumentors._machinery.sampling import (
     DROPPED,
@@ -80,7 +81,6 @@ class Operation:
         "_pending_owner",
         "_pending_traced",
         "_records",
-        "_traced_waits",
         "call_extractors",
         "classifies",
         "histogram",
@@ -129,10 +129,9 @@ class Operation:
         deferred = pending is not None and self.per_call is None
         self._pending_owner = pending if deferred else None
         self._pending = pending.slot(self._metric_ok) if deferred else None
-        self._pending_traced = pending.traced_slot(self._metric_ok) if deferred else None
-        # Whether traced calls' durations may wait: known once the SDK has resolved
-        # this attribute set (its first recording), then re-checked at each hand-over.
-        self._traced_waits: bool | None = None
+        # Where traced calls' durations wait: a TracedSlot once the SDK has resolved
+        # this attribute set (its first recording) and they can; False if they cannot.
+        self._pending_traced: Any = None if deferred else False
         # Recording into the API's no-op histogram (no MeterProvider) is skipped.
         self._records = not isinstance(self.histogram, NoOpHistogram)
         # The current context's ContextVar (sampling.py), or None: the API's functions.
@@ -322,10 +321,10 @@ class Operation:
                     return
             else:
                 traced = self._pending_traced
-                waits = self._traced_waits
-                if traced is not None and len(traced) < TRACED_PENDING_LIMIT and (
-                        waits or (waits is None and self._check_traced_waits())):
-                    traced.append((elapsed, time_ns(), call.span.get_span_context()))
+                if traced is None:
+                    traced = self._find_traced_slot()
+                if traced.__class__ is TracedSlot and len(traced) < TRACED_PENDING_LIMIT:
+                    traced.add(elapsed, call.span.get_span_context())
                     return
         if self.per_call is not None:
             attributes = safe_call(call.detail.metric_attributes, failure, what=_HOOK)
@@ -339,12 +338,12 @@ class Operation:
                     self._metric_errors[failure] = attributes
         self.histogram.record(elapsed, attributes, call.context)
 
-    def _check_traced_waits(self) -> bool:
+    def _find_traced_slot(self) -> Any:
         owner = self._pending_owner
-        waits = owner.defers_traced(self._metric_ok) if owner is not None else False
-        if waits is not None:  # None: not known before the SDK has recorded the set once
-            self._traced_waits = waits
-        return bool(waits)
+        slot = owner.traced_slot(self._metric_ok) if owner is not None else False
+        if slot is not None:  # None: not known before the SDK has recorded the set once
+            self._pending_traced = slot
+        return slot
 
 
 class MeasuredCall:

@@ -13,11 +13,13 @@ trace-based exemplar filter keeps none for non-sampled calls anyway); and an
 operation holds at most ``PENDING_LIMIT`` values (8 bytes each) between two
 collections, beyond which its calls are recorded at once again, as before.
 
-Durations of traced calls (a recording span) wait too, each with its time and span
-context, when the metric-record cache can hand them over with the exemplars the SDK
-would keep (``metric_records.defers_traced``: the SDK's exemplar filters and
-aligned-bucket reservoirs): at most ``TRACED_PENDING_LIMIT`` per operation (about
-150 bytes each), beyond which they are recorded at once, in the span's context.
+Durations of traced calls (a recording span) wait too when the metric-record cache
+can hand them over with the exemplars the SDK would keep
+(``metric_records.traced_plan``: the SDK's exemplar filters, aligned-bucket
+reservoirs): a :class:`TracedSlot` keeps the values (8 bytes each, at most
+``TRACED_PENDING_LIMIT``, beyond which calls are recorded at once in their span's
+context) and, per bucket, the last one an exemplar may be made of, with its time
+and span context: the one the SDK's reservoir would have kept.
 """
 
 from __future__ import annotations
@@ -27,22 +29,61 @@ import os
 import threading
 import weakref
 from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
+from time import time_ns
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram
 
 from clstock_otel_distro.patches.metric_records import (
     TracedDuration,
-    defers_traced,
+    TracedPlan,
     record_all,
     record_all_traced,
+    traced_plan,
 )
 
 _logger = logging.getLogger(__name__)
 
 PENDING_LIMIT = 16384
-TRACED_PENDING_LIMIT = 4096
+TRACED_PENDING_LIMIT = 16384
+
+
+class TracedSlot:
+    """Durations of traced calls with one attribute set, waiting for the collection."""
+
+    __slots__ = ("boundaries", "exemplars", "samples", "values")
+
+    def __init__(self, plan: TracedPlan) -> None:
+        self.boundaries = plan.boundaries
+        self.samples = plan.samples
+        self.values = array("d")
+        # Bucket -> (value, time, span context) of the last duration in it that the
+        # exemplar filter keeps.
+        self.exemplars: dict[int, TracedDuration] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def add(self, value: float, span_context: Any) -> None:
+        """One traced call's duration, recorded in its span's context at this time."""
+        self.values.append(value)
+        if self.samples(span_context):
+            self.exemplars[bisect_left(self.boundaries, value)] = (value, time_ns(),
+                                                                   span_context)
+
+    def take(self) -> tuple[array, dict[int, TracedDuration]]:
+        """What waits, taken out (under the owner's lock; calls append without it)."""
+        count = len(self.values)
+        values = self.values[:count]
+        del self.values[:count]
+        exemplars, self.exemplars = self.exemplars, {}
+        return values, exemplars
+
+    def clear(self) -> None:
+        del self.values[:]
+        self.exemplars = {}
 
 
 class PendingDurations:
@@ -52,7 +93,7 @@ class PendingDurations:
         self.histogram = histogram
         self._lock = threading.Lock()
         self._slots: dict[tuple, tuple[Mapping[str, Any], array]] = {}
-        self._traced: dict[tuple, tuple[Mapping[str, Any], list[TracedDuration]]] = {}
+        self._traced: dict[tuple, tuple[Mapping[str, Any], TracedSlot]] = {}
 
     def slot(self, attributes: Mapping[str, Any]) -> array:
         """The array collecting the durations recorded with ``attributes``."""
@@ -63,19 +104,22 @@ class PendingDurations:
                 found = self._slots[key] = (dict(attributes), array("d"))
         return found[1]
 
-    def traced_slot(self, attributes: Mapping[str, Any]) -> list[TracedDuration]:
-        """The list collecting traced calls' (duration, time, span context) with ``attributes``."""
+    def traced_slot(self, attributes: Mapping[str, Any]) -> TracedSlot | bool | None:
+        """Where traced calls' durations with ``attributes`` wait; False when they cannot
+        (recorded at once), None while that cannot be known yet (see the module)."""
         key = tuple(sorted(attributes.items()))
         with self._lock:
             found = self._traced.get(key)
+            if found is not None:
+                return found[1]
+        plan = traced_plan(self.histogram, attributes)
+        if not isinstance(plan, TracedPlan):
+            return plan
+        with self._lock:
+            found = self._traced.get(key)
             if found is None:
-                found = self._traced[key] = (dict(attributes), [])
+                found = self._traced[key] = (dict(attributes), TracedSlot(plan))
         return found[1]
-
-    def defers_traced(self, attributes: Mapping[str, Any]) -> bool | None:
-        """Whether traced calls' durations with ``attributes`` may wait (see the module);
-        None while that cannot be known yet."""
-        return defers_traced(self.histogram, attributes)
 
     def flush(self, options: CallbackOptions | None = None) -> list[Any]:
         """Record every pending duration; an observable callback (it observes nothing)."""
@@ -87,22 +131,20 @@ class PendingDurations:
                 record_all(histogram, values, attributes)
             except Exception:
                 _logger.debug("clstock-otel could not record pending durations", exc_info=True)
-        for attributes, durations in self._take_traced():
+        for attributes, (values, exemplars) in self._take_traced():
             try:
-                record_all_traced(histogram, durations, attributes)
+                record_all_traced(histogram, values, exemplars, attributes)
             except Exception:
                 _logger.debug("clstock-otel could not record pending durations", exc_info=True)
         return []
 
-    def _take_traced(self) -> list[tuple[Mapping[str, Any], list[TracedDuration]]]:
-        taken = []
+    def _take_traced(self) -> list[tuple[Mapping[str, Any],
+                                          tuple[array, dict[int, TracedDuration]]]]:
+        # A call appending while this runs lands in this collection or the next, with
+        # its exemplar candidate (one bucket's exemplar may then come a collection early).
         with self._lock:
-            for attributes, durations in self._traced.values():
-                count = len(durations)
-                if count:
-                    taken.append((attributes, durations[:count]))
-                    del durations[:count]
-        return taken
+            return [(attributes, slot.take()) for attributes, slot in self._traced.values()
+                    if len(slot)]
 
     def _take(self) -> list[tuple[Mapping[str, Any], array]]:
         # Under the lock, so that two collections never take the same values. Calls
@@ -126,8 +168,8 @@ class PendingDurations:
         self._lock = threading.Lock()
         for _, values in self._slots.values():
             del values[:]
-        for _, durations in self._traced.values():
-            del durations[:]
+        for _, slot in self._traced.values():
+            slot.clear()
 
 
 # One PendingDurations per histogram instrument: a meter returns the same instrument
