@@ -309,9 +309,11 @@ class Operation:
     def _record_duration(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """Record the call's duration in the histogram, ``error.type`` on failure.
 
-        A successful call without a recording span is deferred to the next collection
-        (durations.py); one with a recording span is recorded in its context, so an
-        exemplar of the duration points at that span.
+        A successful call is deferred to the next collection (durations.py): one with
+        a recording span with its span context, when the metric-record cache can keep
+        the exemplars the SDK would (else it is recorded at once in the span's context,
+        so an exemplar of the duration points at that span). Failures are recorded at
+        once.
         """
         if failure is None:
             if not call.recording:
