@@ -14,6 +14,9 @@ from clstock_otel_distro.doctor.findings import Section
 
 # Third-party instrumentations bootstrap installs for ClStock, and what each does
 # to a ClStock trace when loaded (click and sqlite3: instrumentation_policy).
+# instrumentation_policy.WAITS_FOR_IMPORT: loading one imports grpc.
+_WAITS_FOR_GRPC = ("; instrumented only once the application imports grpc "
+                   "(no memory for it otherwise)")
 EFFECTS = {
     "starlette": "none for ClStock's FastAPI apps: the fastapi instrumentation makes their "
                  "server spans (one per request)",
@@ -26,10 +29,12 @@ EFFECTS = {
     "tortoiseorm": "spans for Tortoise ORM queries (ClStock uses no ORM)",
     "exceptions": "a log record for each uncaught exception, exported when "
                   "OTEL_LOGS_EXPORTER is set",
-    "grpc_client": "CLIENT spans for gRPC calls (the OTLP exporter's own are not traced)",
-    "grpc_server": "SERVER spans for gRPC servers (ClStock runs none)",
-    "grpc_aio_client": "CLIENT spans for asyncio gRPC calls",
-    "grpc_aio_server": "SERVER spans for asyncio gRPC servers (ClStock runs none)",
+    "grpc_client": "CLIENT spans for gRPC calls (the OTLP exporter's own are not traced)"
+                   f"{_WAITS_FOR_GRPC}",
+    "grpc_server": f"SERVER spans for gRPC servers (ClStock runs none){_WAITS_FOR_GRPC}",
+    "grpc_aio_client": f"CLIENT spans for asyncio gRPC calls{_WAITS_FOR_GRPC}",
+    "grpc_aio_server": "SERVER spans for asyncio gRPC servers (ClStock runs none)"
+                       f"{_WAITS_FOR_GRPC}",
 }
 
 _UPSTREAM_DISTRO = "opentelemetry-distro"
