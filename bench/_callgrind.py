@@ -20,6 +20,7 @@ tested without valgrind (tests/distro/test_bench_instructions.py).
 from __future__ import annotations
 
 import re
+import select
 import statistics
 import subprocess
 import time
@@ -31,6 +32,7 @@ __all__ = [
     "CallgrindError",
     "Counter",
     "Figure",
+    "LineWorker",
     "Target",
     "Window",
     "parse_totals",
@@ -226,3 +228,45 @@ def spread_line(figures: Sequence[Figure], limit: float = 0.01) -> str:
     if above:
         line += f" Above {limit:.0%}: {', '.join(above)}."
     return line
+
+
+class LineWorker:
+    """A worker process driven line by line: a command on stdin, a one-word answer on stdout.
+
+    Its stderr goes to ``out_dir/worker.log``; it answers ``ready`` once started.
+    """
+
+    name = "worker"
+
+    def __init__(self, command: list[str], env: dict[str, str], out_dir: Path, cwd: Path,
+                 start_timeout: float, answer_timeout: float) -> None:
+        self.answer_timeout = answer_timeout
+        self.log = open(out_dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.log, text=True, env=env, cwd=cwd)
+        self.expect("ready", start_timeout)
+
+    def expect(self, word: str, timeout: float) -> None:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        line = self.process.stdout.readline().strip() if ready else ""
+        if line != word:
+            raise RuntimeError(f"{self.name}: expected {word!r}, got {line!r} "
+                               f"(exit status {self.process.poll()}; see {self.log.name})")
+
+    def send(self, command: str, answer: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        self.expect(answer, self.answer_timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()

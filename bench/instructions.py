@@ -61,7 +61,6 @@ import argparse
 import http.client
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -77,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _callgrind import (
     Counter,
     Figure,
+    LineWorker,
     Target,
     Window,
     per_unit,
@@ -321,8 +321,10 @@ def measure_requests(spec: Variant, endpoints: Sequence[str],
 # --- the per-span workload -----------------------------------------------------------
 
 
-class SpanWorker:
+class SpanWorker(LineWorker):
     """``bench/_span_worker.py`` under callgrind, driven line by line."""
+
+    name = "span worker"
 
     def __init__(self, spec: Variant, sink: Sink, out_dir: Path) -> None:
         mode = SDK if spec.base == "plain" else "distro"
@@ -334,35 +336,7 @@ class SpanWorker:
         python = [*valgrind_command(out_dir), sys.executable, str(SPAN_WORKER), mode,
                   sink.endpoint]
         command = python if mode == SDK else [_venv_bin("opentelemetry-instrument"), *python]
-        self.log = open(out_dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True, env=env, cwd=HERE)
-        self.expect("ready", START_TIMEOUT)
-
-    def expect(self, word: str, timeout: float) -> None:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline().strip() if ready else ""
-        if line != word:
-            raise RuntimeError(f"span worker: expected {word!r}, got {line!r} "
-                               f"(exit status {self.process.poll()}; see {self.log.name})")
-
-    def send(self, command: str, answer: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        self.expect(answer, ACK_TIMEOUT)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        super().__init__(command, env, out_dir, HERE, START_TIMEOUT, ACK_TIMEOUT)
 
 
 def _venv_bin(name: str) -> str:

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _callgrind import Counter, Figure, Window, per_unit, spread_line, valgrind_command
+from _callgrind import (
+    Counter,
+    Figure,
+    LineWorker,
+    Window,
+    per_unit,
+    spread_line,
+    valgrind_command,
+)
 from _common import machine
 from _services import Sink, variant_env
 
@@ -74,41 +80,14 @@ def worker_command(out_dir: Path | None) -> list[str]:
     return [str(instrument), *counted, sys.executable, str(WORKER)]
 
 
-class CallWorker:
+class CallWorker(LineWorker):
     """``bench/_call_worker.py`` under opentelemetry-instrument and callgrind, line by line."""
 
+    name = "call worker"
+
     def __init__(self, sink: Sink, out_dir: Path, extra_env: Mapping[str, str]) -> None:
-        env = worker_env(sink, extra_env)
-        command = worker_command(out_dir)
-        self.log = open(out_dir / "worker.log", "wb")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.log, text=True, env=env, cwd=HERE)
-        self.expect("ready", START_TIMEOUT)
-
-    def expect(self, word: str, timeout: float) -> None:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline().strip() if ready else ""
-        if line != word:
-            raise RuntimeError(f"call worker: expected {word!r}, got {line!r} "
-                               f"(exit status {self.process.poll()}; see {self.log.name})")
-
-    def send(self, command: str, answer: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        self.expect(answer, ACK_TIMEOUT)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        super().__init__(worker_command(out_dir), worker_env(sink, extra_env), out_dir, HERE,
+                         START_TIMEOUT, ACK_TIMEOUT)
 
 
 def measure(calls: tuple[int, int], repeats: int, extra_env: Mapping[str, str]
