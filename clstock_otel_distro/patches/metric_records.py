@@ -238,19 +238,25 @@ def record_all(histogram: Any, values: Sequence[float],
             histogram.record(value, attributes)
         return
     for aggregation in aggregations:
-        boundaries = aggregation._boundaries
-        with aggregation._lock:
-            counts = aggregation._value
-            if counts is None:
-                counts = aggregation._value = aggregation._get_empty_bucket_counts()
-            total = aggregation._sum
-            for value in values:
-                total += value
-                counts[bisect_left(boundaries, value)] += 1
-            aggregation._sum = total
-            if aggregation._record_min_max and values:
-                aggregation._min = min(aggregation._min, min(values))
-                aggregation._max = max(aggregation._max, max(values))
+        _aggregate_all(aggregation, values)
+
+
+def _aggregate_all(aggregation: Any, values: Sequence[float]) -> None:
+    """``aggregation.aggregate`` of each value, in order, under one lock (no exemplar):
+    an explicit-bucket histogram's counts, sum, min and max, with the SDK's arithmetic."""
+    boundaries = aggregation._boundaries
+    with aggregation._lock:
+        counts = aggregation._value
+        if counts is None:
+            counts = aggregation._value = aggregation._get_empty_bucket_counts()
+        total = aggregation._sum
+        for value in values:
+            total += value
+            counts[bisect_left(boundaries, value)] += 1
+        aggregation._sum = total
+        if aggregation._record_min_max and values:
+            aggregation._min = min(aggregation._min, min(values))
+            aggregation._max = max(aggregation._max, max(values))
 
 
 # (value, time_unix_nano, span context) of one measurement made in a span's context.
@@ -313,19 +319,7 @@ def record_all_traced(histogram: Any, values: Sequence[float],
             histogram.record(value, attributes)
         return
     for aggregation in found[0]:
-        boundaries = aggregation._boundaries
-        with aggregation._lock:
-            counts = aggregation._value
-            if counts is None:
-                counts = aggregation._value = aggregation._get_empty_bucket_counts()
-            total = aggregation._sum
-            for value in values:
-                total += value
-                counts[bisect_left(boundaries, value)] += 1
-            aggregation._sum = total
-            if aggregation._record_min_max and values:
-                aggregation._min = min(aggregation._min, min(values))
-                aggregation._max = max(aggregation._max, max(values))
+        _aggregate_all(aggregation, values)
         reservoir = aggregation._reservoir
         for value, time_unix_nano, span_context in exemplars.values():
             reservoir.offer(value, time_unix_nano, dict(attributes or {}),

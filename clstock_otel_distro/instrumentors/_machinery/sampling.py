@@ -78,18 +78,23 @@ def _parent_based_decides(tracer: Tracer, delegates: tuple[str, ...], decision: 
     if sampler is None:
         return None
     try:
-        from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
+        from opentelemetry.sdk.trace.sampling import ParentBased
     except ImportError:  # pragma: no cover - a sampler without the SDK
         return False
     if not isinstance(sampler, ParentBased):
         return False
-    wanted = Decision[decision]
-    for name in delegates:
-        delegate = getattr(sampler, name, None)
-        if not (isinstance(delegate, StaticSampler)
-                and getattr(delegate, "_decision", None) is wanted):
-            return False
-    return True
+    return all(_always_decides(getattr(sampler, name, None), decision) for name in delegates)
+
+
+def _always_decides(sampler: Any, decision: str) -> bool:
+    """Whether ``sampler`` is one of the SDK's static samplers deciding ``decision``
+    (``ALWAYS_ON``, ``ALWAYS_OFF``, or the subclasses the SDK's configuration builds)."""
+    try:
+        from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
+    except ImportError:  # pragma: no cover - a sampler without the SDK
+        return False
+    return isinstance(sampler, StaticSampler) and getattr(sampler, "_decision",
+                                                          None) is Decision[decision]
 
 
 # The default sampler's "parent not sampled" delegates drop: such a child would be a
@@ -106,11 +111,7 @@ def _drops_unsampled_children(tracer: Tracer) -> bool | None:
     sampler = _sampler_of(tracer)
     if sampler is None:
         return None
-    try:
-        from opentelemetry.sdk.trace.sampling import Decision, StaticSampler
-    except ImportError:  # pragma: no cover - a sampler without the SDK
-        return False
-    if isinstance(sampler, StaticSampler) and getattr(sampler, "_decision", None) is Decision.DROP:
+    if _always_decides(sampler, "DROP"):
         return True
     return _parent_based_decides(tracer, *_DROPS_UNSAMPLED)
 
