@@ -77,7 +77,10 @@ def _is_dataframe(value: Any) -> bool:
     kind = value.__class__
     known = _DATAFRAME_TYPES.get(kind)
     if known is None:
-        known = any(base.__name__ == "DataFrame" and base.__module__.startswith("pandas.")
+        # pandas 3 presents its public classes as module "pandas", pandas 2 as
+        # "pandas.core.frame".
+        known = any(base.__name__ == "DataFrame" and (base.__module__ == "pandas"
+                                                      or base.__module__.startswith("pandas."))
                     for base in kind.__mro__)
         if len(_DATAFRAME_TYPES) < 64:
             _DATAFRAME_TYPES[kind] = known

@@ -255,3 +255,15 @@ def test_rows_and_emptiness_are_pandas_own(frame):
     assert data_provider._rows(frame) == expected_rows
     if hasattr(frame, "empty"):
         assert data_provider._is_empty(frame) is bool(frame.empty)
+    # The shortcut is taken for frames (and their subclasses), whatever module name
+    # this pandas gives DataFrame: nothing else.
+    assert data_provider._is_dataframe(frame) is isinstance(frame, pd.DataFrame)
+
+
+def test_a_dataframe_subclass_takes_the_shortcut():
+    from clstock_otel_distro.instrumentors import data_provider
+
+    class Prices(pd.DataFrame):
+        pass
+
+    assert data_provider._is_dataframe(Prices({"Close": [1.0]}))
