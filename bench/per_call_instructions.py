@@ -90,9 +90,10 @@ class CallWorker(LineWorker):
                          START_TIMEOUT, ACK_TIMEOUT)
 
 
-def measure(calls: tuple[int, int], repeats: int, extra_env: Mapping[str, str]
-            ) -> dict[str, Any]:
-    """``{mode: [[n1, ir1, n2, ir2], ...]}``, one row per repeat."""
+def measure(calls: tuple[int, int], repeats: int, extra_env: Mapping[str, str],
+            keep_dumps: Path | None = None) -> dict[str, Any]:
+    """``{mode: [[n1, ir1, n2, ir2], ...]}``, one row per repeat (each window's callgrind
+    dump kept in ``keep_dumps`` as MODE-N-rR.callgrind when given)."""
     results: dict[str, list[list[int]]] = {mode: [] for mode in MODES}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-per-call-") as tmp, Sink() as sink:
@@ -108,7 +109,9 @@ def measure(calls: tuple[int, int], repeats: int, extra_env: Mapping[str, str]
                         worker.send("settle", "settled")
                         counter.start()
                         worker.send(f"run {mode} {count}", "done")
-                        windows[count] = Window(count, counter.stop())
+                        kept = (keep_dumps / f"{mode}-{count}-r{repeat + 1}.callgrind"
+                                if keep_dumps is not None else None)
+                        windows[count] = Window(count, counter.stop(keep_as=kept))
                     results[mode].append([low, windows[low].instructions,
                                           high, windows[high].instructions])
                     print(f"  {mode} repeat {repeat + 1}: "
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="VARIABLE=VALUE",
                         help="an extra variable for the worker (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the raw counts here")
+    parser.add_argument("--keep-dumps", type=Path, metavar="DIR",
+                        help="keep each window's callgrind dump here (callgrind_annotate)")
     parser.add_argument("--report", type=Path, metavar="JSON",
                         help="print the report of a --json file instead of measuring")
     args = parser.parse_args(argv)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     low, high = (int(n) for n in args.calls.split(","))
     extra = dict(setting.split("=", 1) for setting in args.env)
     started = time.monotonic()
-    data = measure((low, high), args.repeats, extra)
+    data = measure((low, high), args.repeats, extra, args.keep_dumps)
     if args.json:
         args.json.write_text(json.dumps(data, indent=2))
     print(report(data))

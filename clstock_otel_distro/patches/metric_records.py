@@ -67,6 +67,7 @@ _TABLE = "_clstock_bound"
 _PLAIN_VALUES = (str, int)
 # Amounts whose arithmetic record_all_traced repeats as the SDK's aggregation does it.
 _PLAIN_AMOUNTS = (float, int)
+_SAMPLED = 0x01  # TraceFlags.SAMPLED
 
 
 class _Measured:
@@ -361,8 +362,9 @@ def _traced_aggregations(histogram: Any, attributes: Any
 
 
 def _trace_sampled(span_context: Any) -> bool:
-    # TraceBasedExemplarFilter on a context holding a span with this span context.
-    return bool(span_context.is_valid and span_context.trace_flags.sampled)
+    # TraceBasedExemplarFilter on a context holding a span with this span context: its
+    # is_valid and trace_flags.sampled, read as the tuple's fields (5 and 3) directly.
+    return bool(span_context[5] and span_context[3] & _SAMPLED)
 
 
 def _always(span_context: Any) -> bool:

@@ -655,6 +655,22 @@ def test_attribute_value_keeps_valid_types_and_drops_others():
     assert sized_len([1, 2]) == 2
 
 
+def test_attribute_value_gives_numbers_as_builtin_types():
+    """numpy's float64 (a float subclass) and int64, and an IntEnum, become the builtin
+    number: a span keeps no foreign object and stores them on its plain path."""
+    import enum
+
+    import numpy as np
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    for value, expected in [(np.float64(61.25), 61.25), (np.int64(7), 7), (Level.HIGH, 3),
+                            (np.float32(0.5), 0.5), (True, True), (2.5, 2.5)]:
+        converted = attribute_value(value)
+        assert converted == expected and type(converted) is type(expected), value
+
+
 class _Hostile:
     """An argument or result every operation on which raises."""
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
 from clstock_otel_distro.sdk.pipeline import PipelineSpan, PipelineTracerProvider
-from tests.distro.pipeline_testing import Pipelines, run_both
+from tests.distro.pipeline_testing import Pipelines, SequentialIds, run_both
 
 WATCHED_LOGGERS = ("opentelemetry.sdk.trace", "opentelemetry.attributes")
 
@@ -363,3 +363,94 @@ def test_span_limits_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         assert ours["attributes"] == {"b": "val", "c": "val"} and ours["dropped_attributes"] == 1
     finally:
         created.shutdown()
+
+
+class _ZeroIds(SequentialIds):
+    """An id generator whose first span id is the invalid 0."""
+
+    def generate_span_id(self) -> int:
+        span_id = super().generate_span_id()
+        return 0 if span_id == 1 else span_id
+
+
+@pytest.mark.parametrize("ids", [None, _ZeroIds], ids=["random", "invalid-first-id"])
+def test_span_contexts_are_the_sdks(ids: Any) -> None:
+    """get_span_context() (built without SpanContext's __new__) equals the SDK span's, field
+    by field: roots, children, a remote parent's trace state, an invalid id."""
+    pipelines = Pipelines.create(ids=ids)
+    remote = trace.set_span_in_context(NonRecordingSpan(SpanContext(
+        0xA, 0xB, True, TraceFlags(1), trace.TraceState([("k", "v")]))))
+
+    def scenario(provider: TracerProvider) -> list[Any]:
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("root")
+        child = tracer.start_span("child", context=trace.set_span_in_context(root))
+        under_remote = tracer.start_span("remote-child", context=remote)
+        return [(*s.get_span_context(), type(s.get_span_context()))
+                for s in (root, child, under_remote)]
+
+    try:
+        sdk, ours = run_both(pipelines, scenario)
+        assert ours == sdk
+        if ids is _ZeroIds:
+            assert ours[0][5] is False  # is_valid, computed as the SDK computes it
+    finally:
+        pipelines.shutdown()
+
+
+def _adopting_scenario(attributes: dict[str, Any], parent_flags: int = 1
+                       ) -> Callable[[TracerProvider], Any]:
+    def scenario(provider: TracerProvider) -> Any:
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("root") if parent_flags else NonRecordingSpan(
+            SpanContext(0xA, 0xB, False, TraceFlags(0)))
+        context = trace.set_span_in_context(root)
+        given = dict(attributes)
+        start = getattr(tracer, "start_span_adopting", None)
+        span = (start("child", context, trace.SpanKind.CLIENT, given) if start
+                else tracer.start_span("child", context, trace.SpanKind.CLIENT, given))
+        return span, given
+
+    return scenario
+
+
+@pytest.mark.parametrize("limits", [SpanLimits(), SpanLimits(max_span_attribute_length=6)],
+                         ids=["no-length-limit", "length-limit"])
+def test_start_span_adopting_is_start_span_with_the_dict_kept(limits: SpanLimits) -> None:
+    """A sampled child of ours keeps the very dict it is given (its values are the caller's
+    promise: plain, within the length limit); the span is start_span's in every field."""
+    pipelines = Pipelines.create(span_limits=limits)
+    attributes = {"code.function.name": "f", "clstock.symbol": "7203", "n": 3, "x": 1.5,
+                  "ok": True}
+    try:
+        (sdk_span, _), (our_span, given) = run_both(pipelines, _adopting_scenario(attributes))
+        assert our_span._attributes is given
+        assert list(our_span.attributes.items()) == list(sdk_span.attributes.items())
+        assert our_span.get_span_context() == sdk_span.get_span_context()
+        assert (our_span.parent, our_span.kind, our_span.name) == (
+            sdk_span.parent, sdk_span.kind, sdk_span.name)
+    finally:
+        pipelines.shutdown()
+
+
+def test_start_span_adopting_falls_back_to_start_span() -> None:
+    """Not a sampled child of ours, more attributes than the limit, or the pipeline stepped
+    aside: what start_span does (a copy, cleaned and limited; a non-recording or SDK span)."""
+    pipelines = Pipelines.create(span_limits=SpanLimits(max_span_attributes=2))
+    try:
+        (sdk_span, _), (our_span, given) = run_both(
+            pipelines, _adopting_scenario({"a": 1, "b": 2, "c": 3}))
+        assert our_span._attributes is not given
+        assert dict(our_span.attributes) == dict(sdk_span.attributes) == {"b": 2, "c": 3}
+        assert our_span.dropped_attributes == sdk_span.dropped_attributes == 1
+
+        (sdk_span, _), (our_span, _) = run_both(
+            pipelines, _adopting_scenario({"a": 1}, parent_flags=0))
+        assert type(our_span) is NonRecordingSpan
+        assert our_span.get_span_context() == sdk_span.get_span_context()
+
+        pipelines.pipeline.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+        _, (our_span, _) = run_both(pipelines, _adopting_scenario({"a": 1}))
+        assert type(our_span) is sdk_trace._Span and dict(our_span.attributes) == {"a": 1}
+    finally:
+        pipelines.shutdown()

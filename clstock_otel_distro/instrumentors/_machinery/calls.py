@@ -68,6 +68,7 @@ _context_logger = logging.getLogger("opentelemetry.context")
 _HOOK = "per-call hook"
 # Extracted values that attribute_value() would return unchanged, checked by class.
 _PLAIN = frozenset((str, bool, int, float, type(None)))
+_PLAIN_VALUES = frozenset((str, bool, int, float))
 
 
 class Operation:
@@ -75,12 +76,14 @@ class Operation:
 
     __slots__ = (
         "_context_var",
+        "_length_limit",
         "_metric_errors",
         "_metric_ok",
         "_pending",
         "_pending_owner",
         "_pending_traced",
         "_records",
+        "_start_adopting",
         "call_extractors",
         "classifies",
         "histogram",
@@ -136,6 +139,16 @@ class Operation:
         self._records = not isinstance(self.histogram, NoOpHistogram)
         # The current context's ContextVar (sampling.py), or None: the API's functions.
         self._context_var = current_context_var()
+        # The pipeline tracer's start_span_adopting (sdk/pipeline/tracer.py), when the
+        # static attributes are plain values under non-empty str keys, as it requires.
+        adopting = getattr(self.tracer, "start_span_adopting", None)
+        limit = getattr(self.tracer, "attribute_length_limit", None)
+        self._length_limit = limit if isinstance(limit, int) else 0
+        self._start_adopting = adopting if callable(adopting) and isinstance(limit, int) and all(
+            key.__class__ is str and key and value.__class__ in _PLAIN_VALUES
+            and (value.__class__ is not str or len(value) <= limit)
+            for key, value in self.static_attributes.items()) and all(
+            key.__class__ is str and key for key, _ in self.call_extractors) else None
 
     # -- start -------------------------------------------------------------------------
 
@@ -165,10 +178,18 @@ class Operation:
             # static ones (one attribute copy instead of two; a sampler sees them).
             # Otherwise they are computed only if the span records.
             records = verdict == RECORDS
-            attributes = (self.call_attributes(instance, args, kwargs) if records
-                          else self.static_attributes)
             try:  # start_span(), inline: every traced call's path
-                span = self.tracer.start_span(self.name, ctx, self.kind, attributes)
+                if records:
+                    attributes = self.static_attributes.copy()
+                    if (self._extract_call_attributes(attributes, instance, args, kwargs)
+                            and self._start_adopting is not None):
+                        # A new dict of plain values, handed over: no check, no copy.
+                        span = self._start_adopting(self.name, ctx, self.kind, attributes)
+                    else:
+                        span = self.tracer.start_span(self.name, ctx, self.kind, attributes)
+                else:
+                    span = self.tracer.start_span(self.name, ctx, self.kind,
+                                                  self.static_attributes)
             except Exception:
                 _logger.debug("clstock-otel could not start span %s", self.name, exc_info=True)
                 return None
@@ -237,16 +258,32 @@ class Operation:
                         static: bool = True) -> dict[str, Any]:
         """The call-time attributes (each extractor guarded), after the static ones."""
         attributes: dict[str, Any] = self.static_attributes.copy() if static else {}
+        self._extract_call_attributes(attributes, instance, args, kwargs)
+        return attributes
+
+    def _extract_call_attributes(self, attributes: dict[str, Any], instance: Any, args: tuple,
+                                 kwargs: dict) -> bool:
+        """Add the call-time attributes to ``attributes``; whether every value added is
+        a ``str``, ``int``, ``float`` or ``bool`` (nothing for the SDK to clean)."""
+        plain = True
+        limit = self._length_limit
         owner = self.runtime_owner
         if owner is not None and instance is not None:
             runtime = instance if isinstance(instance, type) else type(instance)
             if runtime is not owner:
-                attributes[CLSTOCK_RUNTIME_CLASS] = class_name(runtime)
+                name = attributes[CLSTOCK_RUNTIME_CLASS] = class_name(runtime)
+                if len(name) > limit:
+                    plain = False
         for key, extract in self.call_extractors:
             try:
                 value = extract(instance, args, kwargs)
-                if value.__class__ not in _PLAIN:
+                kind = value.__class__
+                if kind is str:
+                    if len(value) > limit:
+                        plain = False
+                elif kind not in _PLAIN:
                     value = attribute_value(value)
+                    plain = False
             except Exception:
                 _logger.debug(
                     "clstock-otel %s: extracting %s failed", self.name, key, exc_info=True
@@ -254,7 +291,7 @@ class Operation:
                 continue
             if value is not None:
                 attributes[key] = value
-        return attributes
+        return plain
 
     # -- finish ------------------------------------------------------------------------
 

@@ -159,12 +159,12 @@ class ChildSampling:
     def _decide(self, parent: Span | None) -> int:
         if parent is None:
             return UNDECIDED
-        parent_context = parent.get_span_context()
-        if not parent_context.trace_flags & _SAMPLED:
-            if parent_context.is_valid and self.drops_unsampled_children():
+        # A SpanContext is the tuple of its fields: read at once, not property by property.
+        _, _, is_remote, flags, _, is_valid = parent.get_span_context()
+        if not flags & _SAMPLED:
+            if is_valid and self.drops_unsampled_children():
                 return DROPPED
             return UNDECIDED
-        if (not parent_context.is_remote and parent.is_recording()
-                and self.records_sampled_children()):
+        if not is_remote and parent.is_recording() and self.records_sampled_children():
             return RECORDS
         return UNDECIDED

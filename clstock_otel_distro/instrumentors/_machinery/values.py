@@ -31,7 +31,7 @@ from clstock_otel_distro.semconv import ERROR_TYPE
 
 _logger = logging.getLogger(__name__)
 
-_PRIMITIVES = (str, bool, int, float)
+_PRIMITIVES = frozenset((str, bool, int, float))
 
 
 def safe_call(function: Callable[..., Any], *args: Any, what: str = "extractor") -> Any:
@@ -51,8 +51,11 @@ def attribute_value(value: Any) -> Any:
     dropped rather than ``str()``-ed (an application object's ``__str__`` may be
     slow, huge or raise).
     """
-    if value is None or isinstance(value, _PRIMITIVES):
+    if value is None or value.__class__ in _PRIMITIVES or isinstance(value, str):
         return value
+    # numpy's float64 is a float, and IntEnum an int: their number, as the builtin type
+    # (the same OTLP value; the span keeps no foreign object, and stores it as it stores
+    # a float).
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -67,6 +67,11 @@ UNLIMITED = sys.maxsize
 PLAIN_TYPES = frozenset((str, int, float, bool))
 PLAIN_TYPES_LIMITED = frozenset((int, float, bool))
 
+_new_tuple = tuple.__new__
+_DEFAULT_TRACE_STATE = trace_api.DEFAULT_TRACE_STATE
+_TRACE_ID_MAX = (1 << 128) - 1
+_SPAN_ID_MAX = (1 << 64) - 1
+
 # Ending is check-then-set; one lock for all spans costs less than one per span and
 # is held for two attribute accesses.
 _end_lock = threading.Lock()
@@ -158,9 +163,16 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
     def get_span_context(self) -> SpanContext:
         context = self._context
         if context is None:
-            context = self._context = SpanContext(
-                self._trace_id, self._span_id, False, self._flags, self._trace_state
-            )
+            # What SpanContext(trace_id, span_id, False, flags, trace_state) builds (the
+            # tuple of its six fields, validity included), made without its Python
+            # __new__: traced calls ask for it at every end (the duration's exemplar).
+            trace_id = self._trace_id
+            span_id = self._span_id
+            context = self._context = _new_tuple(SpanContext, (
+                trace_id, span_id, False, self._flags,
+                _DEFAULT_TRACE_STATE if self._trace_state is None else self._trace_state,
+                0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
+            ))
         return context
 
     def is_recording(self) -> bool:

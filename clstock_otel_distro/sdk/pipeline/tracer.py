@@ -110,6 +110,8 @@ class PipelineTracer(sdk_trace.Tracer):
         self._max_length = (
             UNLIMITED if self._max_length_or_none is None else self._max_length_or_none
         )
+        # The longest str attribute value stored as given (UNLIMITED: no limit).
+        self.attribute_length_limit = self._max_length
         # The attribute value types stored as given whatever their length (span.py).
         self._plain_types = (
             PLAIN_TYPES if self._max_length_or_none is None else PLAIN_TYPES_LIMITED
@@ -130,6 +132,30 @@ class PipelineTracer(sdk_trace.Tracer):
         # The inline path: our spans, an enabled tracer, the default sampler, random ids.
         self._quick = (self._fast and self._tracer_config.is_enabled
                        and self._default_sampler and self._random_ids)
+
+    def start_span_adopting(
+        self, name: str, context: Context, kind: SpanKind, attributes: dict[str, Any]
+    ) -> trace_api.Span:
+        """``start_span(name, context, kind, attributes)`` for a caller that hands over
+        ``attributes``: a dict of its own, not used after the call, whose keys are
+        non-empty ``str`` and whose values are ``int``, ``float``, ``bool`` or ``str``
+        of at most :attr:`attribute_length_limit` characters (the traced calls'
+        attributes, checked as they are extracted).
+
+        Such attributes need neither cleaning nor a copy: a child of a sampled span of
+        ours keeps the dict itself. Anything else takes ``start_span``.
+        """
+        if self._quick and len(attributes) <= self._max_attributes:
+            current = context.get(_SPAN_KEY)
+            if current.__class__ is PipelineSpan and current._flags & _SAMPLED:
+                span = PipelineSpan(
+                    self, name, current._trace_id, _getrandbits(64) or _span_id(),
+                    current._flags, current._trace_state, current, kind, time_ns(),
+                    True, True,
+                )
+                span._attributes = attributes
+                return span
+        return self.start_span(name, context, kind, attributes)
 
     def start_as_current_span(
         self,
@@ -214,8 +240,9 @@ class PipelineTracer(sdk_trace.Tracer):
     ) -> trace_api.Span:
         """The SDK tracer's start_span, for any sampler, id generator and parent."""
         current = (self._context_var.get() if context is None else context).get(_SPAN_KEY)
-        # The parent: one of our spans (read directly), another span's context, or none.
-        if current.__class__ is PipelineSpan:
+        # The parent: one of our spans (read directly), another span's context, or none
+        # (an invalid one counts as none, as in the SDK: an id generator may give 0).
+        if current.__class__ is PipelineSpan and current.get_span_context().is_valid:
             parent: PipelineSpan | SpanContext | None = current
             trace_id = current._trace_id
             parent_flags = current._flags
