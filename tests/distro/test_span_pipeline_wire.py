@@ -306,3 +306,26 @@ def test_receiver_accepts_both_pipelines(receiver: RecordingReceiver) -> None:
     for index, request in enumerate(requests):
         merged[0 if index < half else 1].MergeFrom(request)
     assert normalized(merged[0]) == normalized(merged[1])
+
+
+def test_attribute_cache_keeps_equal_values_of_other_types_apart_and_stays_bounded(
+        pipelines: Pipelines, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1, True and 1.0 (equal as keys) under one key encode apart, seen in any order; past
+    its bound the cache starts again, and the bytes stay the SDK's."""
+    from clstock_otel_distro.sdk.pipeline import encoder
+
+    monkeypatch.setattr(encoder, "MAX_CACHED_ATTRIBUTES", 5)
+
+    def scenario(provider: TracerProvider) -> None:
+        tracer = provider.get_tracer("cache", "1")
+        values = [1, True, 1.0, 0, False, -0.0, 0.0, "1", 2, 3, 4, 5, 6, True, 1]
+        for offset, value in enumerate(values * 2):
+            span = tracer.start_span("s", start_time=T0 + offset)
+            span.set_attribute("k", value)
+            span.set_attribute(f"k{offset % 7}", offset)
+            span.end(T0 + offset + 1)
+
+    run_both(pipelines, scenario)
+    _assert_same(sdk_request(pipelines.sdk_spans()), pipelines.pipeline_request())
+    assert len(pipelines.capture.payloads) > 5  # batches of 4: the cache carried over
+    assert pipelines.processor._encoder._cached <= 5

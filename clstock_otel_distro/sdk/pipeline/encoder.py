@@ -147,11 +147,13 @@ class SpanEncoder:
     """Encodes batches of spans; one per processor, used by its export thread only."""
 
     def __init__(self) -> None:
-        # Span attribute fields (tag 9, with their KeyValue), by (key, value) for str
-        # values, (key, type, value) for int and bool; double fields by key, up to
-        # the value.
-        self._strings: dict[tuple[str, str], bytes] = {}
-        self._numbers: dict[tuple[str, type, Any], bytes] = {}
+        # Span attribute fields (tag 9, with their KeyValue), by key then value, one
+        # table per value type (True == 1, but they encode differently), at most
+        # MAX_CACHED_ATTRIBUTES in all; double fields by key, up to the value.
+        self._strings: dict[str, dict[str, bytes]] = {}
+        self._ints: dict[str, dict[int, bytes]] = {}
+        self._bools: dict[str, dict[bool, bytes]] = {}
+        self._cached = 0
         self._float_prefixes: dict[str, bytes] = {}
         # Span name fields, by name.
         self._names: dict[str, bytes] = {}
@@ -361,19 +363,20 @@ class SpanEncoder:
 
     def _span_attributes(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
         # Cached encodings read by subscript (a miss raises KeyError, rare once warm:
-        # then _learn encodes and keeps it). Keyed by (key, value) for str values,
-        # (key, type, value) for int and bool (True == 1, but they encode differently),
-        # by key up to the value for floats.
+        # then _learn encodes and keeps it), key then value: no tuple to build and hash
+        # per attribute.
         strings = self._strings
         for key, value in attributes.items():
             kind = value.__class__
             try:
                 if kind is str:
-                    parts.append(strings[key, value])
+                    parts.append(strings[key][value])
                 elif kind is float:
                     parts.append(self._float_prefixes[key] + _double(value))
-                elif kind is int or kind is bool:
-                    parts.append(self._numbers[key, kind, value])
+                elif kind is int:
+                    parts.append(self._ints[key][value])
+                elif kind is bool:
+                    parts.append(self._bools[key][value])
                 else:
                     encoded = self._attribute(b"\x4a", key, value)
                     if encoded is not None:
@@ -390,14 +393,18 @@ class SpanEncoder:
         encoded = self._attribute(b"\x4a", key, value)
         if encoded is None:
             return None
-        if kind is str:
-            cache: dict[Any, bytes] = self._strings
-            cache_key: tuple[Any, ...] = (key, value)
-        else:
-            cache, cache_key = self._numbers, (key, kind, value)
-        if len(cache) >= MAX_CACHED_ATTRIBUTES:
-            cache.clear()
-        cache[cache_key] = encoded
+        if self._cached >= MAX_CACHED_ATTRIBUTES:
+            self._strings.clear()
+            self._ints.clear()
+            self._bools.clear()
+            self._cached = 0
+        table: dict[str, dict[Any, bytes]] = (
+            self._strings if kind is str else self._ints if kind is int else self._bools)
+        by_value = table.get(key)
+        if by_value is None:
+            by_value = table[key] = {}
+        by_value[value] = encoded
+        self._cached += 1
         return encoded
 
     def _float_prefix(self, key: str) -> bytes:
