@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
-from opentelemetry.context import attach, detach, get_current
+from opentelemetry.context import Context, attach, detach, get_current
 from opentelemetry.metrics import NoOpHistogram
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -42,7 +42,6 @@ from clstock_otel_distro.instrumentors._machinery.sampling import (
     SPAN_KEY,
     SUPPRESS_KEY,
     SUPPRESS_KEY_PLAIN,
-    child_context,
     current_context_var,
 )
 from clstock_otel_distro.instrumentors._machinery.specs import (
@@ -196,6 +195,9 @@ class Operation:
             if not records and span.is_recording():
                 self.annotate_call(span, instance, args, kwargs)
             call = TracedCall(self, span, ctx, instance, args, kwargs)
+            if activate:  # TracedCall.activate(), inline
+                call.token = attach(call.context) if var is None else var.set(call.context)
+            return call
         if activate:
             call.activate()
         return call
@@ -339,6 +341,14 @@ class Operation:
     def finish(self, call: MeasuredCall, elapsed: float, failure: str | None) -> None:
         """After the span ended: measure the call, and report a failure."""
         if self._records:
+            if failure is None and call.recording:
+                # _record_duration's most common case, inline: a traced call's duration
+                # waits for the collection with its span's context.
+                traced = self._pending_traced
+                if (traced.__class__ is TracedSlot
+                        and len(traced.values) < TRACED_PENDING_LIMIT):
+                    traced.add(elapsed, call.span.get_span_context())
+                    return
             self._record_duration(call, elapsed, failure)
         if failure is not None and self.on_failure is not None:
             safe_call(self.on_failure, what="failure callback")
@@ -362,7 +372,7 @@ class Operation:
                 traced = self._pending_traced
                 if traced is None:
                     traced = self._find_traced_slot()
-                if traced.__class__ is TracedSlot and len(traced) < TRACED_PENDING_LIMIT:
+                if traced.__class__ is TracedSlot and len(traced.values) < TRACED_PENDING_LIMIT:
                     traced.add(elapsed, call.span.get_span_context())
                     return
         if self.per_call is not None:
@@ -451,7 +461,9 @@ class TracedCall(MeasuredCall):
         self.span = span
         # The span's own context (``parent_context`` with the span): made current, and
         # the duration is recorded in it (an exemplar of the duration points at it).
-        self.context = child_context(parent_context, span)
+        # set_span_in_context(span, parent_context) with one copy instead of two (a
+        # Context forbids item assignment).
+        self.context = Context({**parent_context, SPAN_KEY: span})
         self.token: Any = None
         self.recording = span.is_recording()
         self.started = perf_counter()
@@ -474,7 +486,17 @@ class TracedCall(MeasuredCall):
                 _context_logger.exception("Failed to detach context")
 
     def _close(self, value: Any, failure: str | None, exc: BaseException | None) -> None:
-        self.deactivate()
+        token = self.token
+        if token is not None:  # deactivate(), inline
+            self.token = None
+            var = self.op._context_var
+            if var is None:
+                detach(token)
+            else:
+                try:
+                    var.reset(token)
+                except Exception:
+                    _context_logger.exception("Failed to detach context")
         span = self.span
         try:
             if span.is_recording():

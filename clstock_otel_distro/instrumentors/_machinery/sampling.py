@@ -24,7 +24,8 @@ The context is read by key: these are the keys ``get_current_span()`` and
 instrumentations' utils import the suppression key the same way), plus the legacy
 suppression key they still honour. With the API's default runtime context (a
 ``ContextVar``) the current context is read, set and reset on that variable
-directly (:func:`current_context_var`, :func:`child_context`), as the API's
+directly (:func:`current_context_var`; a call's context is ``Context({**parent,
+SPAN_KEY: span})``, one copy where ``set_span_in_context`` makes two), as the API's
 ``get_current``, ``attach`` and ``detach`` do through two calls each.
 """
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import context as context_api
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span, TraceFlags, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -56,11 +57,6 @@ def current_context_var() -> Any:
     if type(runtime) is not ContextVarsRuntimeContext:
         return None
     return getattr(runtime, "_current_context", None)
-
-
-def child_context(ctx: Context, span: Span) -> Context:
-    """``set_span_in_context(span, ctx)`` with one copy of ``ctx`` instead of two."""
-    return Context({**ctx, SPAN_KEY: span})  # a Context forbids item assignment
 
 
 def _sampler_of(tracer: Tracer) -> Any:
