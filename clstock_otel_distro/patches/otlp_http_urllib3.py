@@ -25,7 +25,9 @@ same, which is decided once, when the client is built:
 The headers requests adds to every request (``Accept-Encoding``, ``Accept: */*``,
 ``Connection: keep-alive``) are added to the client's own headers, so the same
 header set goes on the wire (urllib3 decodes the same response encodings), and the
-pool keeps up to ten connections per host, as requests' adapter does. Compression,
+pool keeps up to ten connections per host, as requests' adapter does. A read
+timeout counts as a connection error (retried), as requests' ``ReadTimeout`` does:
+the SDK's urllib3 transport alone would give the batch up. Compression,
 ``_submit``'s immediate retry of a connection error, the status codes and
 ``Retry-After`` the client and the durable sender read, and the fork reset
 (:mod:`.otlp_http_durable`) work as before. Two differences, by design: the proxy
@@ -41,6 +43,7 @@ does not. Anything unexpected keeps requests. Off with
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -222,6 +225,25 @@ def requests_kept_because(client: Any) -> str | None:
             or _headers_problem(client._headers))
 
 
+@functools.lru_cache(maxsize=1)
+def _urllib3_transport_class() -> type:
+    from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
+    from urllib3.exceptions import ReadTimeoutError
+
+    class ClStockUrllib3HTTPTransport(Urllib3HTTPTransport):
+        """The SDK's urllib3 transport; a read timeout is a connection error, as with requests."""
+
+        # Urllib3HTTPTransport (0.66b1) counts connect timeouts, refused and dropped
+        # connections as connection errors, but a POST's read timeout comes out of
+        # urllib3 as ReadTimeoutError (never retried for POST, so not wrapped in
+        # MaxRetryError), which it does not list: the client would give the batch up
+        # where requests' ReadTimeout has it retried.
+        def is_connection_error(self, exception: Exception | None) -> bool:
+            return isinstance(exception, ReadTimeoutError) or super().is_connection_error(exception)
+
+    return ClStockUrllib3HTTPTransport
+
+
 def _use_urllib3(client: Any) -> None:
     """Give ``client`` the SDK's urllib3 transport, where it sends as requests would."""
     try:
@@ -230,14 +252,13 @@ def _use_urllib3(client: Any) -> None:
             _logger.debug("clstock-otel: the OTLP/HTTP %s exporter to %s sends with requests: %s",
                           client._kind, client._endpoint, because)
             return
-        from opentelemetry.exporter.http.transport._urllib3 import Urllib3HTTPTransport
         from requests.adapters import DEFAULT_POOLSIZE
         from requests.sessions import merge_setting
         from requests.structures import CaseInsensitiveDict
 
         old = client._transport
         session = old._session
-        transport = Urllib3HTTPTransport(verify=session.verify, cert=session.cert)
+        transport = _urllib3_transport_class()(verify=session.verify, cert=session.cert)
         # requests' adapter keeps up to DEFAULT_POOLSIZE connections per host; urllib3's
         # PoolManager one (a second concurrent request's connection would be discarded
         # with a warning).
