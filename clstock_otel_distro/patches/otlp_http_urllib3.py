@@ -124,10 +124,9 @@ def _transport_shape() -> str | None:
 
     if int(urllib3.__version__.split(".")[0]) != 2:
         return f"urllib3 {urllib3.__version__} is not the verified 2.x"
-    session = requests.Session()
-    if not isinstance(getattr(RequestsHTTPTransport(session=session), "_session", None),
-                      requests.Session):
-        return "RequestsHTTPTransport no longer keeps its session in _session"
+    with requests.Session() as session:
+        if getattr(RequestsHTTPTransport(session=session), "_session", None) is not session:
+            return "RequestsHTTPTransport no longer keeps its session in _session"
     pool = getattr(Urllib3HTTPTransport(verify=True, cert=None), "_pool", None)
     if not isinstance(pool, urllib3.PoolManager) or not isinstance(
             getattr(pool, "connection_pool_kw", None), dict):
