@@ -80,6 +80,7 @@ from clstock_otel_distro.patches import (
     metric_records,
     otlp_attribute_cache,
     otlp_http_durable,
+    otlp_http_urllib3,
     registry,
     resource_hash,
 )
@@ -239,8 +240,11 @@ class ClStockConfigurator(_OTelSDKConfigurator):
         # A batch the collector cannot take now is kept and retried, not given up.
         registry.install(otlp_http_durable.PATCH)
         try:
+            # The OTLP/HTTP exporters built in the call send with urllib3 where the
+            # request stays the same (patches/otlp_http_urllib3.py).
             with _environ_overrides(plan.scoped_environ), \
-                    _span_pipeline.sdk_builds_pipeline_provider():
+                    _span_pipeline.sdk_builds_pipeline_provider(), \
+                    otlp_http_urllib3.sdk_builds_urllib3_clients(plan.kwargs):
                 super()._configure(**plan.kwargs)
         except Exception as exc:
             _warn_failure("OpenTelemetry SDK configuration failed", exc,
@@ -252,7 +256,8 @@ class ClStockConfigurator(_OTelSDKConfigurator):
     def _configure_defaults(self, kwargs: Mapping[str, Any], failed: _Plan) -> None:
         plan = _defaults_plan(kwargs)
         try:
-            with _environ_overrides(plan.scoped_environ):
+            with _environ_overrides(plan.scoped_environ), \
+                    otlp_http_urllib3.sdk_builds_urllib3_clients(plan.kwargs):
                 provider = trace.get_tracer_provider()
                 if not isinstance(provider, TracerProvider):
                     super()._configure(**plan.kwargs)

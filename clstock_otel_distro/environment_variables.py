@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_GC_FREEZE",
     "DEFAULT_CLSTOCK_METRIC_RECORD_CACHE",
     "DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
+    "DEFAULT_CLSTOCK_OTLP_URLLIB3",
     "DEFAULT_CLSTOCK_PREDICTOR_TARGETS",
     "DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE",
     "DEFAULT_CLSTOCK_RETRY_BUFFER_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE",
     "OTEL_PYTHON_CLSTOCK_OTLP_ATTRIBUTE_CACHE",
+    "OTEL_PYTHON_CLSTOCK_OTLP_URLLIB3",
     "OTEL_PYTHON_CLSTOCK_PREDICTOR_TARGETS",
     "OTEL_PYTHON_CLSTOCK_PROMETHEUS_TARGETS_DIR",
     "OTEL_PYTHON_CLSTOCK_RESOURCE_HASH_CACHE",
@@ -82,6 +84,7 @@ DEFAULT_CLSTOCK_CLICK_IN_SERVERS = False
 DEFAULT_CLSTOCK_SQLITE3_SPANS = False
 DEFAULT_CLSTOCK_SPAN_PIPELINE = "fast"
 DEFAULT_CLSTOCK_DURABLE_EXPORT = True
+DEFAULT_CLSTOCK_OTLP_URLLIB3 = True
 DEFAULT_CLSTOCK_RETRY_BUFFER_BYTES = 64 * 1024 * 1024
 DEFAULT_CLSTOCK_RETRY_INITIAL_INTERVAL = 5000
 DEFAULT_CLSTOCK_RETRY_MAX_INTERVAL = 30000
@@ -336,6 +339,24 @@ waits is bounded by ``OTEL_PYTHON_CLSTOCK_RETRY_BUFFER_BYTES`` and may overflow 
 ``clstock.telemetry.dropped`` metric. ``false`` leaves the SDK's exporters as they are
 (a batch is given up after the exporter's timeout). The gRPC exporters keep the
 SDK's behaviour either way.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_OTLP_URLLIB3 = "OTEL_PYTHON_CLSTOCK_OTLP_URLLIB3"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_OTLP_URLLIB3
+
+``true`` makes the OTLP/HTTP exporters (spans, metrics, logs) the distro configures
+send each batch through the SDK's own urllib3 transport instead of requests (a
+quarter of the instructions per request), where the request on the wire is the same:
+a plain ``http://`` endpoint with no proxy (``HTTP_PROXY``, ``ALL_PROXY``,
+``NO_PROXY``) and no ``~/.netrc`` entry for it, and the exporter's default session (no
+session passed, no ``OTEL_PYTHON_EXPORTER_OTLP_HTTP_*CREDENTIAL_PROVIDER``). Same
+headers (requests' ``Accept``, ``Accept-Encoding`` and ``Connection`` included), body,
+compression, retries and ``Retry-After``. Otherwise, and with ``false``, requests
+sends, as in the SDK. Proxies and ``~/.netrc`` are looked at once, when the exporter
+is built; cookies a server sets are not sent back.
 
 **Default value:** ``true``
 """

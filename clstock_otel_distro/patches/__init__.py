@@ -12,6 +12,8 @@ The entries (``clstock-otel doctor`` lists them with their state):
 - ``fastapi_route_cache``: the FastAPI instrumentation's ``_get_route_details``
 - ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
 - ``otlp_http_durable``: the OTLP/HTTP client's ``export`` and ``shutdown``
+- ``otlp_http_urllib3``: the OTLP/HTTP client's ``__init__`` (its transport), during the
+  configurator's SDK call
 - ``metric_records``: the SDK's ``Histogram.record``, ``Counter.add`` and ``UpDownCounter.add``
 - ``resource_hash``: the SDK's ``Resource.__hash__``
 - ``uvicorn_gc_freeze``: uvicorn's ``Server.startup``
@@ -31,6 +33,7 @@ from clstock_otel_distro.patches import (
     metric_records,
     otlp_attribute_cache,
     otlp_http_durable,
+    otlp_http_urllib3,
     resource_hash,
     sdk_pipeline_provider,
     system_metrics_fork,
@@ -48,6 +51,7 @@ ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     asgi_server_path.PATCH,
     otlp_attribute_cache.PATCH,
     otlp_http_durable.PATCH,
+    otlp_http_urllib3.PATCH,
     resource_hash.PATCH,
     metric_records.PATCH,
     uvicorn_gc_freeze.PATCH,

@@ -109,7 +109,8 @@ def _reset_after_fork() -> None:
     delivery.reset_after_fork()
     for client in list(_clients):
         transport = getattr(client, "_transport", None)
-        if type(transport).__name__ in _TRANSPORTS_RESET_AFTER_FORK:
+        # By name (nothing imported for it); a subclass, e.g. otlp_http_urllib3's, too.
+        if any(cls.__name__ in _TRANSPORTS_RESET_AFTER_FORK for cls in type(transport).__mro__):
             try:
                 # Both keep working after close(): their pools start empty, so the child
                 # opens its own connections instead of writing into the parent's.
