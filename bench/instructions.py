@@ -49,7 +49,11 @@ each, ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE=506``), so the difference holds two whole
 batches' encoding and sending and nothing of a partial one.
 
 Each figure is repeated (``--repeats``, default 2) and printed as median [min-max]
-with its spread; ratios are taken repeat by repeat against plain (or the SDK). The
+with its spread; ratios are taken repeat by repeat against plain (or the SDK). Every
+repeat of a served variant runs in a server launched for it, round by round (plain,
+ours, ... then again): what differs between launches (plain's /recommendations moved
+by up to 0.5% from one to the next) is in the spread, and a ratio compares variants
+measured in the same round. The
 goals (issue 12) are printed MET / NOT MET. valgrind is the Debian package
 ``valgrind``: installed with apt-get when missing and running as root, else this
 prints the command and exits 2.
@@ -267,11 +271,12 @@ def _get(connection: http.client.HTTPConnection, path: str) -> None:
 
 
 def measure_requests(spec: Variant, endpoints: Sequence[str],
-                     counts: Mapping[str, tuple[int, int]], repeats: int,
+                     counts: Mapping[str, tuple[int, int]], repeat: int,
                      stack: Stack, sink: Sink, work: Path,
                      keep_dumps: Path | None = None) -> dict[str, Any]:
-    """The windows of one variant: ``{endpoint: {"windows": [...], "spans": [...]}}``."""
-    out_dir = work / spec.name
+    """Repeat ``repeat`` (from 0) of one variant, in a server launched for it:
+    ``{endpoint: {"windows": [[n1, ir1, n2, ir2]], "spans": [per request]}}``."""
+    out_dir = work / f"{spec.name}-r{repeat + 1}"
     out_dir.mkdir()
     server = CountedServer(stack.api(spec), out_dir, out_dir / "ack")
     results: dict[str, Any] = {e: {"windows": [], "spans": []} for e in endpoints}
@@ -288,30 +293,29 @@ def measure_requests(spec: Variant, endpoints: Sequence[str],
         server.signal_and_wait(signal.SIGUSR1)  # the warm-up's telemetry sent
         print(f"  {spec.name}: started and warmed up in {time.monotonic() - started:.0f} s",
               file=sys.stderr, flush=True)
-        for repeat in range(repeats):
-            for endpoint in endpoints:
-                low, high = counts[endpoint]
-                windows: dict[int, Window] = {}
-                spans: dict[int, int] = {}
-                # Alternate the order, so that any drift falls on both sides.
-                for units in (low, high) if repeat % 2 == 0 else (high, low):
-                    server.signal_and_wait(signal.SIGUSR2)
-                    received = sink.spans_of(spec.name)
-                    counter.start()
-                    for _ in range(units):
-                        _get(connection, ENDPOINTS[endpoint])
-                    server.signal_and_wait(signal.SIGUSR1)
-                    keep = (None if keep_dumps is None else
-                            keep_dumps / f"{spec.name}-{endpoint}-{units}-r{repeat + 1}.callgrind")
-                    windows[units] = Window(units, counter.stop(keep))
-                    spans[units] = sink.spans_of(spec.name) - received
-                results[endpoint]["windows"].append(
-                    [low, windows[low].instructions, high, windows[high].instructions])
-                results[endpoint]["spans"].append((spans[high] - spans[low]) / (high - low))
-                print(f"  {spec.name} {endpoint} repeat {repeat + 1}: "
-                      f"{per_unit(windows[low], windows[high]) / 1e6:.3f} M instructions "
-                      f"per request ({time.monotonic() - started:.0f} s)",
-                      file=sys.stderr, flush=True)
+        for endpoint in endpoints:
+            low, high = counts[endpoint]
+            windows: dict[int, Window] = {}
+            spans: dict[int, int] = {}
+            # Alternate the order, so that any drift falls on both sides.
+            for units in (low, high) if repeat % 2 == 0 else (high, low):
+                server.signal_and_wait(signal.SIGUSR2)
+                received = sink.spans_of(spec.name)
+                counter.start()
+                for _ in range(units):
+                    _get(connection, ENDPOINTS[endpoint])
+                server.signal_and_wait(signal.SIGUSR1)
+                keep = (None if keep_dumps is None else
+                        keep_dumps / f"{spec.name}-{endpoint}-{units}-r{repeat + 1}.callgrind")
+                windows[units] = Window(units, counter.stop(keep))
+                spans[units] = sink.spans_of(spec.name) - received
+            results[endpoint]["windows"].append(
+                [low, windows[low].instructions, high, windows[high].instructions])
+            results[endpoint]["spans"].append((spans[high] - spans[low]) / (high - low))
+            print(f"  {spec.name} {endpoint} repeat {repeat + 1}: "
+                  f"{per_unit(windows[low], windows[high]) / 1e6:.3f} M instructions "
+                  f"per request ({time.monotonic() - started:.0f} s)",
+                  file=sys.stderr, flush=True)
         connection.close()
     finally:
         server.stop(timeout=60)
@@ -452,13 +456,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(tmp)
         if variants:
             with Stack([], sink, warm=False) as stack:  # the market replay only
-                for name, spec in variants.items():
-                    endpoints = [e for e in args.endpoints
-                                 if e in VARIANT_ENDPOINTS.get(name, ENDPOINTS)]
-                    if endpoints:
-                        data["requests"][name] = measure_requests(
-                            spec, endpoints, counts, args.repeats, stack, sink, work,
-                            args.keep_dumps)
+                # Round by round, each variant in a server launched afresh: the spread
+                # then holds what differs from one launch to the next (plain's own
+                # /recommendations moved by 0.5% between launches when the repeats
+                # shared one), and each ratio compares variants of the same round.
+                for repeat in range(args.repeats):
+                    for name, spec in variants.items():
+                        endpoints = [e for e in args.endpoints
+                                     if e in VARIANT_ENDPOINTS.get(name, ENDPOINTS)]
+                        if not endpoints:
+                            continue
+                        measured = measure_requests(spec, endpoints, counts, repeat, stack,
+                                                    sink, work, args.keep_dumps)
+                        merged = data["requests"].setdefault(
+                            name, {e: {"windows": [], "spans": []} for e in endpoints})
+                        for endpoint, figures in measured.items():
+                            merged[endpoint]["windows"] += figures["windows"]
+                            merged[endpoint]["spans"] += figures["spans"]
         for name, spec in span_variants.items():
             data["spans"][name] = measure_spans(spec, args.traces, args.repeats, sink, work)
     return data
