@@ -246,6 +246,7 @@ def _bind_module(module: ModuleType) -> None:
     _sanitize_method = module.sanitize_method
     _set_http_method = module._set_http_method
     _synthetic_type = module.detect_synthetic_user_agent
+    _synthetic_types.clear()
     _select_active = _Selection(module._server_active_requests_count_attrs_new)
     _select_duration = _Selection(module._server_duration_attrs_new)
     _HTTP_MODE = module._StabilityMode.HTTP
@@ -546,6 +547,11 @@ def _response_content_length(message: Any) -> str | None:
     return None
 
 
+_synthetic_types: dict[str, str | None] = {}
+_MAX_USER_AGENTS = 256
+_UNKNOWN: Any = object()
+
+
 def _request_attributes(scope: Any, headers: _RequestHeaders,
                         server_host: str, port: Any) -> dict[str, Any]:
     """``collect_request_attributes(scope, HTTP)``, with the header map."""
@@ -582,7 +588,13 @@ def _request_attributes(scope: Any, headers: _RequestHeaders,
         user_agent_value = _decode(user_agent[0])  # a str: normalize_user_agent keeps it
         if user_agent_value:
             result[USER_AGENT_ORIGINAL] = user_agent_value
-        synthetic_type = _synthetic_type(user_agent_value)
+        # detect_synthetic_user_agent answers from the text alone (a clients' few
+        # user agents come again and again): remembered, up to _MAX_USER_AGENTS.
+        synthetic_type = _synthetic_types.get(user_agent_value, _UNKNOWN)
+        if synthetic_type is _UNKNOWN:
+            synthetic_type = _synthetic_type(user_agent_value)
+            if len(_synthetic_types) < _MAX_USER_AGENTS:
+                _synthetic_types[user_agent_value] = synthetic_type
         if synthetic_type:
             result[_SYNTHETIC] = synthetic_type
     client = scope.get("client") if "client" in scope else None
@@ -631,12 +643,13 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
     server = scope.get("server") or ["0.0.0.0", 80]
     port = server[1]
     server_host = server[0] + (":" + str(port) if str(port) != "80" else "")
-    host = headers.names.get("host")
-    url_host = _decode(host[0]) if host else server_host
-    url = scope.get("scheme", "http") + "://" + url_host + scope.get("path", "")
     excluded_urls = self.excluded_urls
-    if excluded_urls and excluded_urls.url_disabled(url):
-        return await self.app(scope, receive, send)
+    if excluded_urls:
+        host = headers.names.get("host")
+        url_host = _decode(host[0]) if host else server_host
+        url = scope.get("scheme", "http") + "://" + url_host + scope.get("path", "")
+        if excluded_urls.url_disabled(url):
+            return await self.app(scope, receive, send)
 
     span_name, additional_attributes = self.default_span_details(scope)
     attributes = _request_attributes(scope, headers, server_host, port)
@@ -653,10 +666,12 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
         kind = SpanKind.INTERNAL
     tracer = self.tracer
     adopting = getattr(tracer, "start_span_adopting", None)
+    given = None
     if adopting is not None and _adoptable(attributes, tracer):
         # The pipeline tracer keeps this copy as the span's attributes: the same
         # items, in the same order, as start_span would store.
-        span = adopting(span_name, parent_context, kind, dict(attributes))
+        given = dict(attributes)
+        span = adopting(span_name, parent_context, kind, given)
     else:
         span = tracer.start_span(name=span_name, context=parent_context, kind=kind,
                                  start_time=None, attributes=attributes)
@@ -699,10 +714,12 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
             # trace.use_span(span, end_on_exit=False), without the generator.
             use_token = context.attach(span_context)
             try:
-                if span.is_recording():
+                # Upstream sets every attribute again: a change only when the span
+                # does not hold exactly these already (it does when it kept the copy
+                # it was handed: nothing ran since).
+                if (given is None or getattr(span, "_attributes", None) is not given
+                        ) and span.is_recording():
                     held = getattr(span, "attributes", None)
-                    # Upstream sets every attribute again: a change only when the
-                    # span does not hold exactly these already.
                     if held is None or held != attributes or list(held) != list(attributes):
                         for key, value in attributes.items():
                             span.set_attribute(key, value)
