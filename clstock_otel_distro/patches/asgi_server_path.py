@@ -369,7 +369,11 @@ class _LiveCounts:
     when there were any: a sum of integers, the same value, and a set added to in a
     delta collection interval still gives its point (0 when as many -1 as +1).
     Anything else is added by the caller at once, the SDK's way. A reader added or
-    removed since a set was resolved: its adds are the SDK's from then on.
+    removed since a set was resolved: its adds are the SDK's from then on. Not exact:
+    a meter disabled at run time (the experimental meter configurator) after adds were
+    counted and before a collection: the SDK does not run a disabled meter's
+    callbacks, so those adds reach the sums when it is enabled again (the deferred
+    durations share this).
     """
 
     def __init__(self, counter: Any) -> None:
