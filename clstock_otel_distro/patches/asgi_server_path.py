@@ -16,11 +16,15 @@ This module serves a request the way upstream does, with each of those done once
 - the request's header names are decoded and lowercased once into a map, which
   answers the Host, User-Agent and Content-Length lookups and, through a getter of
   its own, the global propagator (same names, same decoded values);
-- the server span is started by upstream's ``_start_internal_or_server_span``
-  (remote parent from the propagator, INTERNAL under a current span), with the same
-  attributes in the same order; they are set again, as upstream does, only when the
-  span does not already hold exactly them (a sampler or span processor changed
-  them): otherwise setting them again changes nothing;
+- the server span is started as upstream's ``_start_internal_or_server_span`` starts
+  it, inline (remote parent from the propagator, its context attached until the end;
+  INTERNAL under a current span), with the same attributes in the same order; the
+  distro's pipeline tracer is handed a copy of them (``start_span_adopting``) when
+  they are plain values, as it then stores them as given anyway; they are set again,
+  as upstream does, only when the span does not already hold exactly them (a sampler
+  or span processor changed them): otherwise setting them again changes nothing;
+- the metrics' attributes are upstream's filtering of the request's (same names,
+  same order), the names kept worked out once per sequence of attribute names;
 - the status, ``error.type`` and the response propagator go through upstream's own
   ``set_status_code`` and setter; the span ends at the last body message; the
   exception handling is ``use_span``'s (recorded, status ERROR, while recording);
@@ -31,7 +35,10 @@ This module serves a request the way upstream does, with each of those done once
   its port. With the metric-record cache active, the duration and the response size
   wait for the collection with their time and span context, as the instrumentors'
   durations do (``instrumentors/_machinery/durations.py``): handed over at once, with
-  the exemplars the SDK would keep.
+  the exemplars the SDK would keep. The active requests' +1 and -1 that the SDK
+  would offer no exemplar (no sampled span in their context) are counted live and
+  added to the counter's sums when metrics are collected (:class:`_LiveCounts`): the
+  same points, in any temporality, a collection in the middle of a request included.
 
 It does not: serve websocket or lifespan scopes, other semantic-convention modes
 than HTTP (new conventions only), middlewares with a request or response hook,
@@ -50,6 +57,9 @@ leaves upstream's ``__call__`` in place.
 from __future__ import annotations
 
 import inspect
+import itertools
+import threading
+import weakref
 from collections.abc import Callable
 from timeit import default_timer
 from types import ModuleType
@@ -57,6 +67,7 @@ from typing import Any
 
 import wrapt
 from opentelemetry import context, trace
+from opentelemetry.instrumentation import utils as instrumentation_utils
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS, CLIENT_PORT
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD
@@ -64,7 +75,15 @@ from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
-from opentelemetry.trace import Span, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from clstock_otel_distro.environment_variables import OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH
 from clstock_otel_distro.patches.registry import UpstreamPatch
@@ -76,7 +95,8 @@ _CLASS = "OpenTelemetryMiddleware"
 _SYMBOL = f"{_CLASS}.__call__"
 # Where the once-per-instance answer is kept: True (lean) or False (upstream's).
 _DECIDED = "_clstock_asgi_fast_path"
-# Where an eligible instance keeps its waiting durations and response sizes.
+# Where an eligible instance keeps its waiting durations and response sizes, and its
+# live count of active requests: (_Later | None, _Later | None, _LiveCounts | None).
 _LATER = "_clstock_asgi_later"
 # Attribute sets (route, status...) one middleware remembers for waiting records.
 _MAX_LATER_SETS = 256
@@ -157,7 +177,8 @@ def _choose(module: ModuleType, cls: type, seen: dict[str, Any],
         if lean is None:
             lean = _eligible(module, cls, seen, seen_methods, instance)
             if lean:
-                instance.__dict__[_LATER] = _later_records(instance)
+                instance.__dict__[_LATER] = (*_later_records(instance),
+                                             _live_counts(instance))
             instance.__dict__[_DECIDED] = lean
         if lean and len(args) == 3 and not kwargs:
             return _serve(wrapped, instance, *args)
@@ -178,6 +199,8 @@ def _eligible(module: ModuleType, cls: type, seen: dict[str, Any],
             return False
         for name in _INSTANCE_ATTRIBUTES:
             getattr(middleware, name)
+        if not _is_upstream_start(module._start_internal_or_server_span):
+            return False
         return (
             middleware._sem_conv_opt_in_mode is module._StabilityMode.HTTP
             and middleware.server_request_hook is None
@@ -198,13 +221,23 @@ def _eligible(module: ModuleType, cls: type, seen: dict[str, Any],
         return False
 
 
+def _is_upstream_start(start: Any) -> bool:
+    """Whether the asgi module's ``_start_internal_or_server_span`` is upstream's own
+    function (which :func:`_serve` does inline), not another tool's replacement."""
+    return (start.__class__ is _FUNCTION_TYPE
+            and start is getattr(instrumentation_utils, "_start_internal_or_server_span", None)
+            and start.__module__ == instrumentation_utils.__name__)
+
+
+_FUNCTION_TYPE = type(_is_upstream_start)
+
+
 def _bind_module(module: ModuleType) -> None:
     """Bind the asgi module's helpers and constants this path uses (when the patch applies)."""
-    global _decode, _start_span, _is_enabled, _response_propagator, _setter, \
+    global _decode, _is_enabled, _response_propagator, _setter, \
         _set_status_code, _sanitize_method, _set_http_method, _synthetic_type, \
-        _ACTIVE_KEYS, _DURATION_KEYS, _HTTP_MODE, _SYNTHETIC, _asgi_getter
+        _select_active, _select_duration, _HTTP_MODE, _SYNTHETIC, _asgi_getter
     _decode = module._decode_header_item
-    _start_span = module._start_internal_or_server_span
     _is_enabled = module.is_http_instrumentation_enabled
     _response_propagator = module.get_global_response_propagator
     _setter = module.asgi_setter
@@ -213,14 +246,14 @@ def _bind_module(module: ModuleType) -> None:
     _sanitize_method = module.sanitize_method
     _set_http_method = module._set_http_method
     _synthetic_type = module.detect_synthetic_user_agent
-    _ACTIVE_KEYS = frozenset(module._server_active_requests_count_attrs_new)
-    _DURATION_KEYS = frozenset(module._server_duration_attrs_new)
+    _synthetic_types.clear()
+    _select_active = _Selection(module._server_active_requests_count_attrs_new)
+    _select_duration = _Selection(module._server_duration_attrs_new)
     _HTTP_MODE = module._StabilityMode.HTTP
     _SYNTHETIC = module.USER_AGENT_SYNTHETIC_TYPE
 
 
 _decode: Callable[[bytes], str]
-_start_span: Callable[..., tuple[Any, Any]]
 _is_enabled: Callable[[], bool]
 _response_propagator: Callable[[], Any]
 _setter: Any
@@ -229,8 +262,8 @@ _set_status_code: Callable[..., None]
 _sanitize_method: Callable[[str], str]
 _set_http_method: Callable[..., None]
 _synthetic_type: Callable[[str | None], str | None]
-_ACTIVE_KEYS: frozenset[str]
-_DURATION_KEYS: frozenset[str]
+_select_active: _Selection
+_select_duration: _Selection
 _HTTP_MODE: Any
 _SYNTHETIC: str
 
@@ -261,6 +294,191 @@ class _Later:
             return False
         slot.add(value, span_context)
         return True
+
+
+class _Selection:
+    """Upstream's filtering of the request's attributes for one metric (the names it
+    keeps, in the request attributes' order), with the order worked out once per
+    sequence of attribute names: the request's attribute names are nearly always the
+    same few sequences."""
+
+    __slots__ = ("keys", "orders")
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = frozenset(keys)
+        self.orders: dict[tuple, tuple] = {}
+
+    def __call__(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        names = tuple(attributes)
+        order = self.orders.get(names)
+        if order is None:
+            order = tuple(name for name in names if name in self.keys)
+            if len(self.orders) < _MAX_ORDERS:
+                self.orders[names] = order
+        return dict(zip(order, map(attributes.__getitem__, order)))
+
+
+# Sequences of attribute names a _Selection remembers; others are worked out each time.
+_MAX_ORDERS = 64
+
+
+class _LiveSlot:
+    """The adds of one attribute set counted but not yet in the counter's sums.
+
+    ``ups`` and ``downs`` are ``itertools.count`` s: ``next()`` on one is a single step
+    under the GIL, so adds from any thread are never lost without a lock. The
+    collection reads one by calling ``next()`` too: its value is then the adds so far
+    plus the reads before (``reads``).
+    """
+
+    __slots__ = ("aggregations", "applied_downs", "applied_ups", "attributes", "downs",
+                 "reads", "storages", "ups")
+
+    def __init__(self, attributes: dict[str, Any], storages: Any,
+                 aggregations: tuple[Any, ...]) -> None:
+        self.attributes = dict(attributes)
+        self.storages = storages
+        self.aggregations = aggregations
+        self.ups = itertools.count()
+        self.downs = itertools.count()
+        self.reads = 0
+        self.applied_ups = 0
+        self.applied_downs = 0
+
+    def take(self) -> tuple[int, int]:
+        """(+1 adds, -1 adds) counted since the last take (under the owner's lock)."""
+        ups = next(self.ups) - self.reads
+        downs = next(self.downs) - self.reads
+        self.reads += 1
+        new_ups, new_downs = ups - self.applied_ups, downs - self.applied_downs
+        self.applied_ups, self.applied_downs = ups, downs
+        return new_ups, new_downs
+
+
+class _LiveCounts:
+    """The active-requests counter's +1 and -1 counted live, added to its sums when
+    metrics are collected (see :func:`_serve`'s use).
+
+    An add is counted so only when the SDK would offer it no exemplar (the exemplar
+    filter is ``always_off``, or ``trace_based`` and the add's context holds no
+    sampled span) and the metric-record cache can add into the set's sums directly
+    (``metric_records.bound_sums``: the set resolved, the meter enabled, every
+    aggregation the SDK's sum). At each collection (an observable instrument's
+    callback, run by the SDK before it collects any reader's storage) the adds
+    counted since the last one go into those sums, as one add of their net amount
+    when there were any: a sum of integers, the same value, and a set added to in a
+    delta collection interval still gives its point (0 when as many -1 as +1).
+    Anything else is added by the caller at once, the SDK's way. A reader added or
+    removed since a set was resolved: its adds are the SDK's from then on. Not exact:
+    a meter disabled at run time (the experimental meter configurator) after adds were
+    counted and before a collection: the SDK does not run a disabled meter's
+    callbacks, so those adds reach the sums when it is enabled again (the deferred
+    durations share this).
+    """
+
+    def __init__(self, counter: Any) -> None:
+        from opentelemetry.sdk.metrics._internal.exemplar import (
+            AlwaysOffExemplarFilter,
+            TraceBasedExemplarFilter,
+        )
+
+        self.counter = counter
+        self._always_off = AlwaysOffExemplarFilter
+        self._trace_based = TraceBasedExemplarFilter
+        self._lock = threading.Lock()
+        # Attribute items -> their slot, or False: added the SDK's way.
+        self.slots: dict[tuple, _LiveSlot | bool] = {}
+        self._every: list[_LiveSlot] = []  # including slots no longer added to
+
+    def slot(self, attributes: dict[str, Any]) -> _LiveSlot | None:
+        """Where adds of ``attributes`` are counted, or None: they are the SDK's."""
+        # Values whose class is str or int: equal values are then the same attribute
+        # value to the SDK (it keeps 1, 1.0 and True apart, a str subclass from str).
+        if not _LIVE_VALUES.issuperset(map(type, attributes.values())):
+            return None
+        key = tuple(attributes.items())
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self._new_slot(key, attributes)
+        return slot or None
+
+    def count(self, slot: _LiveSlot, amount: int, context_: Any) -> bool:
+        """Count ``counter.add(amount, attributes)`` (+1 or -1, the slot's attributes)
+        made in ``context_``; False: not counted, the caller adds it."""
+        counter = self.counter
+        consumer = counter._measurement_consumer
+        if slot.storages is not consumer._reader_storages:
+            self.slots[tuple(slot.attributes.items())] = False  # counted: still taken
+            return False
+        config = counter._meter_config
+        if config is not None and not config.is_enabled:
+            return False
+        exemplar_filter = consumer._sdk_config.exemplar_filter.__class__
+        if exemplar_filter is self._trace_based:
+            span = context_.get(_SPAN_KEY)  # the SDK's filter: get_current_span(context)
+            if (span is not None and isinstance(span, Span) and span is not INVALID_SPAN
+                    and span.get_span_context().trace_flags.sampled):
+                return False
+        elif exemplar_filter is not self._always_off:
+            return False
+        next(slot.ups if amount > 0 else slot.downs)
+        return True
+
+    def _new_slot(self, key: tuple, attributes: dict[str, Any]) -> _LiveSlot | bool | None:
+        from clstock_otel_distro.patches.metric_records import bound_sums
+
+        if len(self.slots) >= _MAX_LATER_SETS:
+            return False
+        found = bound_sums(self.counter, attributes)
+        if found is None:  # not resolved yet: the SDK's first add resolves it
+            return None
+        if found is False:  # not into sums: every add the SDK's way
+            self.slots[key] = False
+            return False
+        storages, aggregations = found
+        with self._lock:
+            slot = self.slots.get(key)
+            if slot is None:
+                slot = self.slots[key] = _LiveSlot(attributes, storages, aggregations)
+                self._every.append(slot)
+        return slot
+
+    def flush(self, options: Any = None) -> list[Any]:
+        """Add what was counted to the sums; an observable callback (it observes nothing)."""
+        from clstock_otel_distro.patches.metric_records import add_to_sums
+
+        with self._lock:
+            taken = [(slot, slot.take()) for slot in self._every]
+        for slot, (ups, downs) in taken:
+            if ups or downs:
+                add_to_sums(self.counter, slot.aggregations, ups - downs, slot.attributes)
+        return []
+
+
+_LIVE_VALUES = frozenset((str, int))
+# One _LiveCounts per counter instrument (a meter gives middlewares the same one; its
+# observable instrument can be registered once per meter and name).
+_LIVE: weakref.WeakKeyDictionary[Any, _LiveCounts] = weakref.WeakKeyDictionary()
+_LIVE_LOCK = threading.Lock()
+
+
+def _live_counts(middleware: Any) -> _LiveCounts | None:
+    """The live count of an eligible middleware's active-requests counter, or None
+    (not an SDK counter, the cache not active, no collection hook)."""
+    counter = middleware.active_requests_counter
+    if getattr(type(counter).add, "__wrapped__", None) is None:
+        return None  # the metric-record cache is not active
+    with _LIVE_LOCK:
+        live = _LIVE.get(counter)
+        if live is None:
+            try:
+                live = _LiveCounts(counter)
+                middleware.meter.create_observable_gauge(
+                    f"{counter.name}.pending", callbacks=[live.flush], unit="{request}")
+            except Exception:  # no collection hook: every add the SDK's way
+                return None
+            _LIVE[counter] = live
+    return live
 
 
 def _later_records(middleware: Any) -> tuple[_Later | None, _Later | None]:
@@ -333,6 +551,11 @@ def _response_content_length(message: Any) -> str | None:
     return None
 
 
+_synthetic_types: dict[str, str | None] = {}
+_MAX_USER_AGENTS = 256
+_UNKNOWN: Any = object()
+
+
 def _request_attributes(scope: Any, headers: _RequestHeaders,
                         server_host: str, port: Any) -> dict[str, Any]:
     """``collect_request_attributes(scope, HTTP)``, with the header map."""
@@ -369,7 +592,13 @@ def _request_attributes(scope: Any, headers: _RequestHeaders,
         user_agent_value = _decode(user_agent[0])  # a str: normalize_user_agent keeps it
         if user_agent_value:
             result[USER_AGENT_ORIGINAL] = user_agent_value
-        synthetic_type = _synthetic_type(user_agent_value)
+        # detect_synthetic_user_agent answers from the text alone (a clients' few
+        # user agents come again and again): remembered, up to _MAX_USER_AGENTS.
+        synthetic_type = _synthetic_types.get(user_agent_value, _UNKNOWN)
+        if synthetic_type is _UNKNOWN:
+            synthetic_type = _synthetic_type(user_agent_value)
+            if len(_synthetic_types) < _MAX_USER_AGENTS:
+                _synthetic_types[user_agent_value] = synthetic_type
         if synthetic_type:
             result[_SYNTHETIC] = synthetic_type
     client = scope.get("client") if "client" in scope else None
@@ -382,6 +611,27 @@ def _request_attributes(scope: Any, headers: _RequestHeaders,
             except (ValueError, TypeError):
                 pass
     return result
+
+
+def _adoptable(attributes: dict[str, Any], tracer: Any) -> bool:
+    """Whether the server span's attributes meet ``start_span_adopting``'s terms:
+    non-empty ``str`` keys; ``int``, ``float``, ``bool`` or ``str`` values, a ``str``
+    within the tracer's length limit. Checked in C (``map``): the classes exactly, the
+    length of every value as text (a ``str`` is its own text; a number whose text is
+    longer than the limit makes this answer False, which only costs the check).
+    """
+    values = attributes.values()
+    if not _ADOPTABLE_VALUES.issuperset(map(type, values)):
+        return False
+    if not _STR_ONLY.issuperset(map(type, attributes)) or "" in attributes:
+        return False
+    limit = tracer.attribute_length_limit
+    return limit.__class__ is int and max(map(len, map(str, values)), default=0) <= limit
+
+
+_ADOPTABLE_VALUES = frozenset((str, int, float, bool))
+_STR_ONLY = frozenset((str,))
+_NOTHING_LATER = (None, None, None)
 
 
 async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: Any,
@@ -397,27 +647,44 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
     server = scope.get("server") or ["0.0.0.0", 80]
     port = server[1]
     server_host = server[0] + (":" + str(port) if str(port) != "80" else "")
-    host = headers.names.get("host")
-    url_host = _decode(host[0]) if host else server_host
-    url = scope.get("scheme", "http") + "://" + url_host + scope.get("path", "")
     excluded_urls = self.excluded_urls
-    if excluded_urls and excluded_urls.url_disabled(url):
-        return await self.app(scope, receive, send)
+    if excluded_urls:
+        host = headers.names.get("host")
+        url_host = _decode(host[0]) if host else server_host
+        url = scope.get("scheme", "http") + "://" + url_host + scope.get("path", "")
+        if excluded_urls.url_disabled(url):
+            return await self.app(scope, receive, send)
 
     span_name, additional_attributes = self.default_span_details(scope)
     attributes = _request_attributes(scope, headers, server_host, port)
     attributes.update(additional_attributes)
-    span, token = _start_span(
-        tracer=self.tracer,
-        span_name=span_name,
-        start_time=None,
-        context_carrier=scope,
-        context_getter=headers,
-        attributes=attributes,
-    )
-    active_requests_attributes = {
-        key: value for key, value in attributes.items() if key in _ACTIVE_KEYS}
-    self.active_requests_counter.add(1, active_requests_attributes)
+    # Upstream's _start_internal_or_server_span, inline: under no current span, the
+    # propagator's context (attached until the end) and a SERVER span; else INTERNAL.
+    token = None
+    if trace.get_current_span() is INVALID_SPAN:
+        parent_context = instrumentation_utils.extract(scope, getter=headers)
+        token = context.attach(parent_context)
+        kind = SpanKind.SERVER
+    else:
+        parent_context = context.get_current()
+        kind = SpanKind.INTERNAL
+    tracer = self.tracer
+    adopting = getattr(tracer, "start_span_adopting", None)
+    given = None
+    if adopting is not None and _adoptable(attributes, tracer):
+        # The pipeline tracer keeps this copy as the span's attributes: the same
+        # items, in the same order, as start_span would store.
+        given = dict(attributes)
+        span = adopting(span_name, parent_context, kind, given)
+    else:
+        span = tracer.start_span(name=span_name, context=parent_context, kind=kind,
+                                 start_time=None, attributes=attributes)
+    active_requests_attributes = _select_active(attributes)
+    durations, sizes, live = self.__dict__.get(_LATER) or _NOTHING_LATER
+    counted = None if live is None else live.slot(active_requests_attributes)
+    # The +1 is made in parent_context (the current context now): see _LiveCounts.
+    if counted is None or not live.count(counted, 1, parent_context):
+        self.active_requests_counter.add(1, active_requests_attributes)
     span_context = set_span_in_context(span)  # what use_span attaches
 
     async def otel_send(message: Any) -> None:
@@ -451,10 +718,12 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
             # trace.use_span(span, end_on_exit=False), without the generator.
             use_token = context.attach(span_context)
             try:
-                if span.is_recording():
+                # Upstream sets every attribute again: a change only when the span
+                # does not hold exactly these already (it does when it kept the copy
+                # it was handed: nothing ran since).
+                if (given is None or getattr(span, "_attributes", None) is not given
+                        ) and span.is_recording():
                     held = getattr(span, "attributes", None)
-                    # Upstream sets every attribute again: a change only when the
-                    # span does not hold exactly these already.
                     if held is None or held != attributes or list(held) != list(attributes):
                         for key, value in attributes.items():
                             span.set_attribute(key, value)
@@ -469,18 +738,18 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
             raise
     finally:
         duration_s = default_timer() - start
-        duration_attributes = {
-            key: value for key, value in attributes.items() if key in _DURATION_KEYS}
-        durations, sizes = self.__dict__.get(_LATER) or (None, None)
+        duration_attributes = _select_duration(attributes)
         duration = max(duration_s, 0)
-        if durations is None or not durations.add(duration, duration_attributes,
-                                                  span.get_span_context()):
+        if durations is not None or sizes is not None:
+            ids = span.get_span_context()
+        if durations is None or not durations.add(duration, duration_attributes, ids):
             self.duration_histogram_new.record(duration, duration_attributes,
                                                context=span_context)
-        self.active_requests_counter.add(-1, active_requests_attributes)
+        # The -1 is made in the current context (parent_context, use_span's detached).
+        if counted is None or not live.count(counted, -1, context.get_current()):
+            self.active_requests_counter.add(-1, active_requests_attributes)
         size = self.content_length_header
-        if size and (sizes is None or not sizes.add(size, duration_attributes,
-                                                    span.get_span_context())):
+        if size and (sizes is None or not sizes.add(size, duration_attributes, ids)):
             self.server_response_body_size_histogram.record(
                 size, duration_attributes, context=span_context)
         request_size = headers.names.get("content-length")

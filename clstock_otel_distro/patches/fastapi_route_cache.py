@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import operator
 import weakref
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -46,9 +47,11 @@ _UNKNOWN: Any = object()  # not looked up yet (None is a valid answer: no route)
 class _AppRoutes:
     """What is remembered for one app, valid while its routes stay the same."""
 
-    __slots__ = ("cacheable", "names", "version")
+    __slots__ = ("cacheable", "names", "routers", "version")
 
-    def __init__(self, version: tuple[int, int], cacheable: bool) -> None:
+    def __init__(self, routers: tuple[Any, ...], version: tuple[int, ...],
+                 cacheable: bool) -> None:
+        self.routers = routers
         self.version = version
         self.cacheable = cacheable
         self.names: dict[tuple[Any, ...], str | None] = {}
@@ -100,9 +103,10 @@ def _cached(flatten: Callable[[Any], Iterable[Any]] | None) -> Callable[..., Any
             key = (scope["type"], scope.get("method"), scope.get("root_path", ""),
                    scope["path"])
             known = _apps.get(app)
-            version = _routes_version(app)
-            if known is None or known.version != version:
-                known = _apps[app] = _AppRoutes(version, _cacheable(app, flatten))
+            if known is None or known.version != _routes_version(app, known.routers):
+                routers = _routers(app)
+                known = _apps[app] = _AppRoutes(routers, _routes_version(app, routers),
+                                                _cacheable(app, flatten))
         except Exception:  # not a scope or an app this understands: upstream's way
             return wrapped(*args, **kwargs)
         if not known.cacheable:
@@ -120,11 +124,35 @@ def _cached(flatten: Callable[[Any], Iterable[Any]] | None) -> Callable[..., Any
     return route_details
 
 
-def _routes_version(app: Any) -> tuple[int, int]:
-    """Changes when a route is added to the app, or (FastAPI >= 0.137) to an included router."""
-    router = app.router
-    version = getattr(router, "_get_routes_version", None)
-    return len(router.routes), version() if callable(version) else 0
+def _routes_version(app: Any, routers: tuple[Any, ...]) -> tuple[int, ...]:
+    """Changes when a route is added to the app, or (FastAPI >= 0.137) to an included router.
+
+    The app's route count, then each router's own ``_routes_version`` (FastAPI counts
+    up each router's when a route or router is added to it; its ``_get_routes_version``
+    sums them, walking the routes on every call): one attribute read per router.
+    """
+    return (len(app.router.routes), *map(_VERSION, routers))
+
+
+_VERSION = operator.attrgetter("_routes_version")
+
+
+def _routers(app: Any) -> tuple[Any, ...]:
+    """The app's router and the routers included in it, at any depth, each once
+    (FastAPI >= 0.137: ``include_router`` keeps them as ``_IncludedRouter`` routes);
+    none before, or in a Starlette app."""
+    found: dict[int, Any] = {}
+    pending = [app.router]
+    while pending:
+        router = pending.pop()
+        if id(router) in found or not isinstance(getattr(router, "_routes_version", None), int):
+            continue
+        found[id(router)] = router
+        for route in router.routes:
+            included = getattr(route, "original_router", None)
+            if included is not None:
+                pending.append(included)
+    return tuple(found.values())
 
 
 def _cacheable(app: Any, flatten: Callable[[Any], Iterable[Any]] | None) -> bool:

@@ -30,7 +30,9 @@ the same for the durations of traced calls, each with its time and span context:
 the values go in at once and, as the SDK's aligned-bucket exemplar reservoir keeps
 the last measurement offered to each bucket, only that one is offered per bucket
 (:func:`traced_plan` says beforehand whether an attribute set can be handed over
-that way, and with which buckets).
+that way, and with which buckets). :func:`bound_sums` and :func:`add_to_sums` let
+a caller add into a counter's bound sums directly (the ASGI path's live count of
+active requests, applied when metrics are collected).
 ``OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE=false`` turns it off.
 """
 
@@ -51,6 +53,8 @@ __all__ = [
     "MAX_BOUND",
     "PATCH",
     "TracedPlan",
+    "add_to_sums",
+    "bound_sums",
     "patch",
     "record_all",
     "record_all_traced",
@@ -446,3 +450,38 @@ PATCH = UpstreamPatch(
     purpose="measurements go straight to the aggregations their attributes resolved to",
     shape=_shape, apply=patch, switch=OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE,
 )
+
+
+def bound_sums(counter: Any, attributes: Mapping[str, Any] | None
+               ) -> tuple[Any, tuple[Any, ...]] | bool | None:
+    """Where ``counter.add(amount, attributes)`` lands, for a caller that adds into it
+    directly (:func:`add_to_sums`): the reader storages the set was resolved for, and
+    its aggregations. None unless the cache is active, the set bound and the meter
+    enabled; False when an aggregation is not the SDK's sum (a view made it another).
+
+    Adds made so belong to those readers only: a caller checks, per add, that the
+    counter's reader storages are still ``storages`` (a reader added or removed since).
+    """
+    from opentelemetry.sdk.metrics._internal.aggregation import _SumAggregation
+
+    if getattr(type(counter).add, "__wrapped__", None) is None:
+        return None  # the cache is not active
+    table = counter.__dict__.get(_TABLE)
+    key = _key(attributes)
+    bound = None if table is None or key is None else table.get(key)
+    config = counter._meter_config
+    if (bound is None or bound.storages is not counter._measurement_consumer._reader_storages
+            or (config is not None and not config.is_enabled)):
+        return None
+    if any(aggregation.__class__ is not _SumAggregation for aggregation in bound.aggregations):
+        return False
+    return bound.storages, bound.aggregations
+
+
+def add_to_sums(counter: Any, aggregations: Sequence[Any], amount: int,
+                attributes: Mapping[str, Any] | None) -> None:
+    """``counter.add(amount, attributes)`` into ``aggregations`` (:func:`bound_sums`), as
+    the SDK adds a measurement no exemplar is offered for."""
+    measured = _Measured(amount, time_ns(), counter, None, attributes)
+    for aggregation in aggregations:
+        aggregation.aggregate(measured, False)

@@ -9,6 +9,7 @@ ids and durations must be the same.
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,12 +25,27 @@ from opentelemetry.instrumentation._semconv import (
     _StabilityMode,
 )
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.metrics import MeterProvider, UpDownCounter
+from opentelemetry.sdk.metrics._internal.exemplar import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    TraceBasedExemplarFilter,
+)
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import format_span_id
 
 from clstock_otel_distro.instrumentors._machinery.durations import TracedSlot
 from clstock_otel_distro.patches import asgi_server_path, metric_records, registry
+from clstock_otel_distro.sdk.pipeline import PipelineSpanProcessor
+from clstock_otel_distro.sdk.pipeline import tracer as tracer_module
+from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracer
+from tests.distro.pipeline_testing import Pipelines
 from tests.support.otel_testing import Telemetry
 
 ORIGINAL_CALL = vars(asgi_module.OpenTelemetryMiddleware)["__call__"]
@@ -251,7 +267,9 @@ def _metric_view(telemetry: Telemetry, ids: _Ids) -> list[Any]:
                                        if exact else bool(point.exemplars)))
                     else:
                         assert isinstance(point, NumberDataPoint)
-                        points.append((attributes, point.value))
+                        points.append((attributes, point.value, sorted(
+                            (ids.span(e.span_id), e.value, sorted(e.filtered_attributes.items()))
+                            for e in point.exemplars)))
                 view.append((scope_metrics.scope.name, metric.name, metric.unit,
                              metric.description, sorted(points, key=repr)))
     return sorted(view, key=repr)
@@ -290,6 +308,26 @@ def _serve_matrix(matrix: list[tuple[str, dict[str, Any], bytes, bool]],
     return result, middleware
 
 
+class _QueuedSpans:
+    """The spans a pipeline provider's processor has queued (a test's never exports)."""
+
+    def __init__(self, processor: PipelineSpanProcessor) -> None:
+        self.processor = processor
+
+    def get_finished_spans(self) -> list[Any]:
+        return list(self.processor._queue)
+
+
+def _pipeline_telemetry() -> Telemetry:
+    """In-memory telemetry whose tracer provider is the distro's span pipeline."""
+    pipelines = Pipelines.create()
+    pipelines.sdk.shutdown()
+    sdk = Telemetry.create()
+    sdk.tracer_provider.shutdown()
+    return Telemetry(_QueuedSpans(pipelines.processor), pipelines.pipeline,  # type: ignore[arg-type]
+                     sdk.reader, sdk.meter_provider)
+
+
 @pytest.fixture
 def http_semconv(monkeypatch: pytest.MonkeyPatch) -> Callable[[_StabilityMode], None]:
     """Sets the HTTP semantic-convention mode middlewares built in the test see (restored)."""
@@ -309,7 +347,7 @@ def compare(http_semconv: Any) -> Callable[..., tuple[dict[str, Any], dict[str, 
     """Serve a matrix without the patch, then with it: (upstream's, the patch's, middleware)."""
 
     def run(matrix: list = MATRIX, processor: SpanProcessor | None = None,
-            record_cache: bool = False,
+            record_cache: bool = False, pipeline: bool = False,
             **instrument: Any) -> tuple[dict[str, Any], dict[str, Any], Any]:
         instrument.setdefault("exclude_spans", ["receive", "send"])
         results = []
@@ -317,10 +355,13 @@ def compare(http_semconv: Any) -> Callable[..., tuple[dict[str, Any], dict[str, 
         if record_cache:  # as the configurator installs it, for both runs
             registry.install(metric_records.PATCH)
         for patched in (False, True):
-            telemetry = Telemetry.create()
+            # The patch's run through the distro's span pipeline when asked: compared
+            # with upstream's through the SDK's.
+            telemetry = _pipeline_telemetry() if patched and pipeline else Telemetry.create()
             if processor is not None:
                 telemetry.tracer_provider.add_span_processor(processor)
             undo = asgi_server_path.patch(asgi_module) if patched else None
+            random.seed(12)  # the sums' exemplar reservoirs draw from it
             try:
                 result, middleware = _serve_matrix(matrix, telemetry, **instrument)
             finally:
@@ -365,7 +406,10 @@ def test_the_matrix_gives_upstreams_spans_metrics_and_responses(compare):
     assert not any("/excluded" in span["name"] for span in upstream["spans"])
     assert len(spans["GET /stream-fails"]["events"]) == 2  # the middleware's own record too
     points = {name: found for _, name, _, _, found in upstream["metrics"]}
-    assert all(value == 0 for _, value in points["http.server.active_requests"])
+    assert all(value == 0 for _, value, _ in points["http.server.active_requests"])
+    # The requests in a sampled span's context (a sampled traceparent, inside a span)
+    # offer their +1 and -1 as exemplars.
+    assert any(exemplars for _, _, exemplars in points["http.server.active_requests"])
     assert points["http.server.request.body.size"]
     assert points["http.server.response.body.size"]
 
@@ -375,7 +419,7 @@ def test_with_the_metric_record_cache_durations_and_sizes_wait_for_the_collectio
     collection; what is collected (exemplars included) is still upstream's."""
     upstream, patched, middleware = compare(record_cache=True)
     _assert_same(upstream, patched)
-    durations, sizes = middleware.__dict__[asgi_server_path._LATER]
+    durations, sizes, _ = middleware.__dict__[asgi_server_path._LATER]
     # Attribute sets seen a second time waited (a TracedSlot), the first went the
     # SDK's way; the collection took what waited.
     waited = [slot for later in (durations, sizes) for slot in later.slots.values()
@@ -383,6 +427,148 @@ def test_with_the_metric_record_cache_durations_and_sizes_wait_for_the_collectio
     assert {id(slot) for slot in durations.slots.values()} & {id(slot) for slot in waited}
     assert {id(slot) for slot in sizes.slots.values()} & {id(slot) for slot in waited}
     assert all(len(slot) == 0 for slot in waited)
+
+
+    # The active requests' +1 and -1 with no sampled span in their context were counted
+    # live (a set's first add went the SDK's way) and all added at the collection.
+    live = middleware.__dict__[asgi_server_path._LATER][2]
+    assert live is not None and live._every
+    assert all(slot.applied_ups == slot.applied_downs for slot in live._every)
+    assert sum(slot.applied_ups for slot in live._every) >= 10
+
+
+@pytest.mark.parametrize("record_cache", [False, True], ids=["sdk-records", "record-cache"])
+def test_through_the_span_pipeline_the_matrix_gives_upstreams(compare, monkeypatch,
+                                                               record_cache):
+    """The patch's requests through the distro's span pipeline: the spans, metrics and
+    messages of upstream's through the SDK; the server spans' attributes are handed to
+    the pipeline tracer (start_span_adopting), except under a remote parent."""
+    adopted = []
+    checked = []
+    adopting = PipelineTracer.start_span_adopting
+    initial = tracer_module._set_initial_attributes
+
+    def counting(tracer: Any, name: str, *args: Any) -> Any:
+        adopted.append(name)
+        return adopting(tracer, name, *args)
+
+    def noting(span: Any, attributes: Any) -> None:
+        checked.append(span.name)
+        initial(span, attributes)
+
+    monkeypatch.setattr(PipelineTracer, "start_span_adopting", counting)
+    monkeypatch.setattr(tracer_module, "_set_initial_attributes", noting)
+    upstream, patched, middleware = compare(record_cache=record_cache, pipeline=True)
+    assert middleware.__dict__[asgi_server_path._DECIDED] is True
+    _assert_same(upstream, patched)
+    served = [span for span in upstream["spans"] if span["name"] != "outer"]
+    assert len(adopted) == len(served)
+    # The remote parents' spans take start_span (their attributes checked one by one).
+    remote = [span["name"] for span in served if span["parent"] == "remote"]
+    assert checked == remote and len(remote) == 2
+
+
+def _active_requests(reader: Any) -> list[Any]:
+    """The points of http.server.active_requests: attributes, value, exemplars' values."""
+    data = reader.get_metrics_data()
+    found = []
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                if metric.name == "http.server.active_requests":
+                    found += [(sorted(p.attributes.items()), p.value,
+                               sorted(e.value for e in p.exemplars))
+                              for p in metric.data.data_points]
+    return sorted(found, key=repr)
+
+
+def _active_requests_story(patched: bool, temporality: AggregationTemporality,
+                           exemplar_filter: Any) -> tuple[list[Any], Any]:
+    """Requests, collections in and between them, a reader added half-way: what each
+    collection of the active requests gave (both readers), and the patch's live count."""
+    preferred = {UpDownCounter: temporality}
+    reader = InMemoryMetricReader(preferred_temporality=preferred)
+    late_reader = InMemoryMetricReader(preferred_temporality=preferred)
+    meter_provider = MeterProvider(metric_readers=[reader], exemplar_filter=exemplar_filter)
+    tracer_provider = TracerProvider()
+    app = FastAPI()
+    story: list[Any] = []
+
+    @app.get("/plain")
+    def plain() -> dict:
+        return {}
+
+    @app.get("/collects")
+    async def collects() -> dict:
+        story.append(("in flight", _active_requests(reader)))
+        return {}
+
+    traceparent = (b"traceparent", f"00-{REMOTE_TRACE}-{REMOTE_SPAN}-01".encode())
+    steps: list[Any] = ["/plain", "/plain", "/collects", "collect", "collect", "/plain",
+                        ("/plain", traceparent), "/collects", "collect", "add a reader",
+                        "/plain", "/plain", ("/collects", traceparent), "collect", "collect"]
+    undo = asgi_server_path.patch(asgi_module) if patched else None
+    registry.install(metric_records.PATCH)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=tracer_provider,
+                                       meter_provider=meter_provider,
+                                       exclude_spans=["receive", "send"])
+    random.seed(5)  # the sums' exemplar reservoirs draw from it
+    added = False
+    try:
+        for step in steps:
+            if step == "collect":
+                story.append(("collected", _active_requests(reader),
+                              _active_requests(late_reader) if added else []))
+            elif step == "add a reader":
+                meter_provider.add_metric_reader(late_reader)
+                added = True
+            else:
+                path, *extra = step if isinstance(step, tuple) else (step,)
+                headers = [(b"host", b"testserver"), *extra]
+                asyncio.run(_request(app, _scope(path, headers=headers), b""))
+        middleware = app.middleware_stack.app
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        registry.uninstall(metric_records.PATCH)
+        if undo is not None:
+            undo()
+        meter_provider.shutdown()
+        tracer_provider.shutdown()
+    later = middleware.__dict__.get(asgi_server_path._LATER)
+    return story, later[2] if later else None
+
+
+@pytest.mark.parametrize("temporality", [AggregationTemporality.CUMULATIVE,
+                                         AggregationTemporality.DELTA],
+                         ids=["cumulative", "delta"])
+@pytest.mark.parametrize("exemplar_filter", [TraceBasedExemplarFilter(),
+                                             AlwaysOnExemplarFilter(),
+                                             AlwaysOffExemplarFilter()],
+                         ids=["trace-based", "always-on", "always-off"])
+def test_active_requests_counted_live_collect_as_upstreams(http_semconv, temporality,
+                                                          exemplar_filter):
+    """The active requests counted live: every collection (in a request, between
+    requests, of a reader added later, in cumulative or delta temporality, under each
+    exemplar filter) gives upstream's points and exemplars."""
+    upstream, _ = _active_requests_story(False, temporality, exemplar_filter)
+    patched, live = _active_requests_story(True, temporality, exemplar_filter)
+    assert patched == upstream
+    # The story shows what it claims: a request in flight counts 1; a collection with
+    # no request since the last gives no point in delta temporality (0 in cumulative);
+    # the reader added later sees the requests made after; exemplars as filtered.
+    in_flight = [entry[1] for entry in upstream if entry[0] == "in flight"]
+    collected = [entry[1:] for entry in upstream if entry[0] == "collected"]
+    assert [value for _, value, _ in in_flight[0]] == [1]
+    idle = [value for _, value, _ in collected[1][0]]
+    assert idle == ([] if temporality is AggregationTemporality.DELTA else [0])
+    assert collected[0][1] == [] and collected[-2][1]
+    exemplars = [e for entry in collected for points in entry for _, _, e in points if e]
+    assert bool(exemplars) is not isinstance(exemplar_filter, AlwaysOffExemplarFilter)
+    counted = sum(slot.applied_ups + slot.applied_downs for slot in live._every)
+    if isinstance(exemplar_filter, AlwaysOnExemplarFilter):
+        assert counted == 0  # every add offers an exemplar: the SDK's way
+    else:
+        assert counted > 0
 
 
 def test_with_a_response_propagator(compare):

@@ -113,6 +113,24 @@ def test_a_route_added_to_an_included_router_later_is_found(lookups):
     assert _lookup(_scope(app, "/api/late")) == ORIGINAL(_scope(app, "/api/late"))
 
 
+def test_routers_and_routes_added_deeper_later_are_found(lookups):
+    """A router included in an included router after requests were served, then a
+    route added to it: each found as upstream finds it (every router's version watched)."""
+    app = FastAPI()
+    api = APIRouter(prefix="/api")
+    app.include_router(api)
+    v2 = APIRouter(prefix="/v2")
+    v2.get("/first")(lambda: None)
+    assert _lookup(_scope(app, "/api/v2/first")) is None
+    api.include_router(v2)
+    assert _lookup(_scope(app, "/api/v2/first")) == "/api/v2/first"
+    assert _lookup(_scope(app, "/api/v2/late")) is None
+    v2.get("/late")(lambda: None)
+    assert _lookup(_scope(app, "/api/v2/late")) == "/api/v2/late"
+    assert ORIGINAL(_scope(app, "/api/v2/late")) == "/api/v2/late"
+    assert lookups.count("/api/v2/late") == 2  # looked up again once the route came
+
+
 def test_host_routes_are_always_looked_up(lookups):
     """A Host route matches on the Host header, which the cache key leaves out."""
     app = _clstock_like_app()

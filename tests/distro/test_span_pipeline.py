@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -429,6 +430,36 @@ def test_start_span_adopting_is_start_span_with_the_dict_kept(limits: SpanLimits
         assert our_span.get_span_context() == sdk_span.get_span_context()
         assert (our_span.parent, our_span.kind, our_span.name) == (
             sdk_span.parent, sdk_span.kind, sdk_span.name)
+    finally:
+        pipelines.shutdown()
+
+
+@pytest.mark.parametrize("limits", [SpanLimits(), SpanLimits(max_span_attribute_length=6)],
+                         ids=["no-length-limit", "length-limit"])
+def test_start_span_adopting_a_root_keeps_the_dict(limits: SpanLimits) -> None:
+    """A root (no span in the context given) keeps the very dict it is given too; the
+    span is start_span's in every field (ids, sampled with a random trace id, no parent)."""
+    pipelines = Pipelines.create(span_limits=limits)
+    attributes = {"url.scheme": "http", "server.port": 8000, "x": 1.5, "ok": True}
+
+    def scenario(provider: TracerProvider) -> Any:
+        tracer = provider.get_tracer("t")
+        given = dict(attributes)
+        start = getattr(tracer, "start_span_adopting", None)
+        empty = Context()
+        span = (start("GET /health", empty, trace.SpanKind.SERVER, given) if start
+                else tracer.start_span("GET /health", empty, trace.SpanKind.SERVER, given))
+        return span, given
+
+    try:
+        (sdk_span, _), (our_span, given) = run_both(pipelines, scenario)
+        assert our_span._attributes is given
+        assert list(our_span.attributes.items()) == list(sdk_span.attributes.items())
+        assert our_span.get_span_context() == sdk_span.get_span_context()
+        assert our_span.get_span_context().trace_flags == TraceFlags(0x03)
+        assert our_span.parent is None and sdk_span.parent is None
+        assert (our_span.kind, our_span.name) == (sdk_span.kind, sdk_span.name)
+        assert our_span.is_recording() and sdk_span.is_recording()
     finally:
         pipelines.shutdown()
 

@@ -143,7 +143,8 @@ class PipelineTracer(sdk_trace.Tracer):
         attributes, checked as they are extracted).
 
         Such attributes need neither cleaning nor a copy: a child of a sampled span of
-        ours keeps the dict itself. Anything else takes ``start_span``.
+        ours, and a root (no span in ``context``: sampled, a random trace id, as
+        ``start_span``'s), keep the dict itself. Anything else takes ``start_span``.
         """
         if self._quick and len(attributes) <= self._max_attributes:
             current = context.get(_SPAN_KEY)
@@ -152,6 +153,13 @@ class PipelineTracer(sdk_trace.Tracer):
                     self, name, current._trace_id, _getrandbits(64) or _span_id(),
                     current._flags, current._trace_state, current, kind, time_ns(),
                     True, True,
+                )
+                span._attributes = attributes
+                return span
+            if current is None:
+                span = PipelineSpan(
+                    self, name, _getrandbits(128) or _trace_id(), _getrandbits(64) or _span_id(),
+                    _ROOT_FLAGS, None, None, kind, time_ns(), True, True,
                 )
                 span._attributes = attributes
                 return span
