@@ -168,11 +168,16 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
             # __new__: traced calls ask for it at every end (the duration's exemplar).
             trace_id = self._trace_id
             span_id = self._span_id
-            context = self._context = _new_tuple(SpanContext, (
+            context = _new_tuple(SpanContext, (
                 trace_id, span_id, False, self._flags,
                 _DEFAULT_TRACE_STATE if self._trace_state is None else self._trace_state,
                 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX,
             ))
+            # Kept while the span runs (its children ask for it); once it has ended it
+            # waits in the export queue, where one more object the garbage collector
+            # walks at every collection costs more than making it again.
+            if self._end_time is None:
+                self._context = context
         return context
 
     def is_recording(self) -> bool:
