@@ -309,13 +309,23 @@ def _serve_matrix(matrix: list[tuple[str, dict[str, Any], bytes, bool]],
 
 
 class _QueuedSpans:
-    """The spans a pipeline provider's processor has queued (a test's never exports)."""
+    """The spans a pipeline provider's processor has queued (a test's never exports), as
+    span objects: the processor keeps them encoded, so they are kept here as they end."""
 
-    def __init__(self, processor: PipelineSpanProcessor) -> None:
-        self.processor = processor
+    def __init__(self, processor: PipelineSpanProcessor, provider: Any) -> None:
+        self.spans: list[Any] = []
+        queue = processor._enqueue
+
+        def enqueue(span: Any) -> None:
+            if span._flags & 1:  # what the processor queues
+                self.spans.append(span)
+            queue(span)
+
+        processor._enqueue = enqueue  # type: ignore[method-assign]
+        provider._update_tracers()  # the tracers call the processor's _enqueue directly
 
     def get_finished_spans(self) -> list[Any]:
-        return list(self.processor._queue)
+        return list(self.spans)
 
 
 def _pipeline_telemetry() -> Telemetry:
@@ -324,7 +334,8 @@ def _pipeline_telemetry() -> Telemetry:
     pipelines.sdk.shutdown()
     sdk = Telemetry.create()
     sdk.tracer_provider.shutdown()
-    return Telemetry(_QueuedSpans(pipelines.processor), pipelines.pipeline,  # type: ignore[arg-type]
+    return Telemetry(_QueuedSpans(pipelines.processor, pipelines.pipeline),  # type: ignore[arg-type]
+                     pipelines.pipeline,
                      sdk.reader, sdk.meter_provider)
 
 

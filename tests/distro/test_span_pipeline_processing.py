@@ -97,6 +97,81 @@ def test_full_queue_drops_the_oldest_and_warns_once(
     assert _span_names(created.capture) == ["first", "second"] + [f"q{i}" for i in range(12, 20)]
 
 
+def test_spans_wait_encoded_and_are_not_kept_alive() -> None:
+    """An ended span waits as its encoded bytes: the span object itself is freed at once
+    (nothing the garbage collector walks while it waits), and the batch is the same."""
+    import gc
+    import weakref
+
+    created = Pipelines.create()
+    try:
+        span = created.pipeline.get_tracer("t").start_span("gone", attributes={"k": "v"})
+        span.end()
+        assert [type(item) for item in created.processor._queue] == [bytes]
+        assert not any(gc.is_tracked(item) for item in created.processor._queue)
+        ref = weakref.ref(span)
+        del span
+        assert ref() is None
+        assert _span_names(created.capture) == [] and created.processor.force_flush(5000)
+        assert _span_names(created.capture) == ["gone"]
+    finally:
+        created.shutdown()
+
+
+def test_spans_ending_on_many_threads_keep_their_scopes() -> None:
+    """Spans of two tracers (two scopes) ended concurrently on eight threads: every span
+    is exported once, under its own scope."""
+    created = Pipelines.create(max_export_batch_size=7)
+    tracers = [created.pipeline.get_tracer(f"scope{n}") for n in range(2)]
+
+    def work(thread: int) -> None:
+        for index in range(150):
+            which = (thread + index) % 2
+            tracers[which].start_span(f"scope{which}-{thread}-{index}").end()
+
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert created.processor.force_flush(10_000)
+        seen = [(group.scope.name, span.name) for r in created.capture.request().resource_spans
+                for group in r.scope_spans for span in group.spans]
+        assert len(seen) == len({name for _, name in seen}) == 8 * 150
+        assert all(name.startswith(scope + "-") for scope, name in seen)
+    finally:
+        created.shutdown()
+
+
+def test_a_span_that_cannot_be_encoded_is_dropped_where_it_ends(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Encoding fails for one span: end() returns normally, one warning names the span,
+    the other spans are exported."""
+    created = Pipelines.create()
+    encoder = created.processor._encoder
+    encode = encoder._pipeline_span
+
+    def failing(span: Any) -> bytes:
+        if span._name == "bad":
+            raise ValueError("cannot")
+        return encode(span)
+
+    monkeypatch.setattr(encoder, "_pipeline_span", failing)
+    try:
+        tracer = created.pipeline.get_tracer("t")
+        with caplog.at_level(logging.WARNING):
+            for name in ("before", "bad", "after"):
+                tracer.start_span(name).end()
+        assert [r.getMessage() for r in caplog.records if "could not be encoded" in
+                r.getMessage()] == ["clstock-otel: span 'bad' could not be encoded "
+                                    "(ValueError: cannot); it is not exported"]
+        assert created.processor.force_flush(5000)
+        assert _span_names(created.capture) == ["before", "after"]
+    finally:
+        created.shutdown()
+
+
 def test_force_flush_and_shutdown_are_bounded(blocked: tuple[Pipelines, _BlockingSender]) -> None:
     """A collector that never answers: flush returns False in time, shutdown returns in time."""
     created, sender = blocked

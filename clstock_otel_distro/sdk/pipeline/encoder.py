@@ -11,7 +11,7 @@ field by field), straight into bytes:
   route, symbol...) is encoded once and its bytes reused, at most
   :data:`MAX_CACHED_ATTRIBUTES` of them, then all forgotten and learned again;
 - the URL-secret redaction of :mod:`clstock_otel_distro.sdk.redaction` is applied
-  here, on the export thread, with that module's own functions.
+  here, with that module's own functions.
 
 Spans are grouped by resource then scope, in order of first appearance, as the SDK
 groups them. What the SDK cannot encode it leaves out with an error log (an
@@ -82,6 +82,12 @@ _REDACTED_KEYS = frozenset(_ATTRIBUTE_REDACTORS)
 _TEXT_KEYS = frozenset(_TEXT_REDACTORS)
 
 
+def _unencodable(span: Any, exc: Exception) -> None:
+    _logger.warning("clstock-otel: span %r could not be encoded (%s: %s); it is not exported",
+                    getattr(span, "name", None), type(exc).__name__, exc)
+    _logger.debug("Span encoding failure", exc_info=True)
+
+
 def _varint(value: int) -> bytes:
     if value < 0x80:
         return _SMALL[value]
@@ -144,7 +150,8 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 class SpanEncoder:
-    """Encodes batches of spans; one per processor, used by its export thread only."""
+    """Encodes spans; one per processor: :meth:`span_field` on the threads that end spans,
+    :meth:`encode` on its export thread."""
 
     def __init__(self) -> None:
         # Span attribute fields (tag 9, with their KeyValue), by key then value, one
@@ -166,44 +173,60 @@ class SpanEncoder:
         self._scopes: dict[int, tuple[Any, bytes]] = {}
         self._warned: set[tuple[str, type]] = set()
 
-    def encode(self, spans: Iterable[ReadableSpan]) -> tuple[bytes, int]:
-        """The request's bytes for ``spans`` and how many of them it holds.
+    def span_field(self, span: PipelineSpan) -> bytes | None:
+        """One ended span of the pipeline as its ``Span`` field, or None (with a warning)
+        when it cannot be encoded. Called on the thread that ends the span: the queue
+        then holds bytes (nothing for the garbage collector to walk), and the caches it
+        shares with other threads are dicts, read and filled atomically."""
+        try:
+            return self._pipeline_span(span)
+        except Exception as exc:  # a bug or an unencodable span: that span only
+            _unencodable(span, exc)
+            return None
 
-        A span that cannot be encoded at all is left out with a warning.
+    def encode(self, entries: Iterable[tuple[Any, Any]]) -> tuple[bytes, int]:
+        """The request's bytes for ``entries`` and how many spans it holds.
+
+        An entry is ``(tracer, bytes)``: a pipeline span already encoded by
+        :meth:`span_field`, from that tracer of ours; or ``(None, span)``: a span of the
+        SDK's (the pipeline stepped aside), redacted and encoded here. A span that
+        cannot be encoded at all is left out with a warning.
         """
         # Encoded spans by source (a tracer of ours, or a (resource, scope) pair).
         buckets: dict[Any, list[bytes]] = {}
         sources: dict[Any, tuple[Any, Any]] = {}
         last_tracer = bucket = None
-        encode_span = self._pipeline_span
         count = 0
-        for span in spans:
-            try:
-                if span.__class__ is PipelineSpan:
-                    tracer = span._tracer
-                    if tracer is not last_tracer:
-                        bucket = buckets.get(tracer)
-                        if bucket is None:
-                            bucket = buckets[tracer] = []
-                            sources[tracer] = (tracer.resource, tracer._instrumentation_scope)
-                        last_tracer = tracer
-                    bucket.append(encode_span(span))
-                else:
-                    span = redact_span(span)
-                    resource = span.resource
-                    scope = span.instrumentation_scope
-                    source = (id(resource), id(scope))
-                    encoded = self._readable_span(span)
-                    if source not in buckets:
-                        buckets[source] = []
-                        sources[source] = (resource, scope)
-                    buckets[source].append(encoded)
+        for tracer, item in entries:
+            if tracer is not None:
+                if tracer is not last_tracer:
+                    bucket = buckets.get(tracer)
+                    if bucket is None:
+                        bucket = buckets[tracer] = []
+                        sources[tracer] = (tracer.resource, tracer._instrumentation_scope)
+                    last_tracer = tracer
+                bucket.append(item)  # type: ignore[union-attr]
                 count += 1
+                continue
+            try:
+                if item.__class__ is PipelineSpan:
+                    encoded = self._pipeline_span(item)
+                    resource = item.resource
+                    scope = item.instrumentation_scope
+                else:
+                    item = redact_span(item)
+                    resource = item.resource
+                    scope = item.instrumentation_scope
+                    encoded = self._readable_span(item)
             except Exception as exc:  # a bug or an unencodable span: that span only
-                _logger.warning(
-                    "clstock-otel: span %r could not be encoded (%s: %s); it is not exported",
-                    getattr(span, "name", None), type(exc).__name__, exc)
-                _logger.debug("Span encoding failure", exc_info=True)
+                _unencodable(item, exc)
+                continue
+            source = (id(resource), id(scope))
+            if source not in buckets:
+                buckets[source] = []
+                sources[source] = (resource, scope)
+            buckets[source].append(encoded)
+            count += 1
         # Grouped by resource, then scope, in order of first appearance (as the SDK).
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
         for source, encoded_spans in buckets.items():

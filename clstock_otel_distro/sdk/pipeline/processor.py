@@ -13,12 +13,15 @@ the same settings (``OTEL_BSP_*``, passed explicitly by the configurator):
   hands over what is left, each within its time; after a fork the child starts with
   an empty queue and its own thread.
 
-Unlike the SDK's, the export thread encodes the batch itself
-(:class:`~clstock_otel_distro.sdk.pipeline.encoder.SpanEncoder`, which also
-redacts) and sends the bytes through the exporter's transport
+Unlike the SDK's, a pipeline span is encoded when it ends, on the thread that ends it
+(:meth:`~clstock_otel_distro.sdk.pipeline.encoder.SpanEncoder.span_field`, which also
+redacts), and waits as bytes: a queued span object is one more object every garbage
+collection walks while it waits, and the waiting spans made a traced process collect
+its oldest generation more often (bench/README.md, item 21). The export thread groups the
+waiting bytes by resource and scope and sends them through the exporter's transport
 (:mod:`~clstock_otel_distro.sdk.pipeline.transport`). The pipeline's spans arrive
 through ``_enqueue`` (the tracer calls it directly); SDK spans, once the provider
-stepped aside, through ``on_end``.
+stepped aside, through ``on_end``, and are encoded on the export thread.
 """
 
 from __future__ import annotations
@@ -96,7 +99,13 @@ class PipelineSpanProcessor(SpanProcessor):
         os.register_at_fork(after_in_child=after_in_child)
 
     def _init_state(self) -> None:
+        # What waits, in end order: each span's source (a tracer of ours, or None for an
+        # SDK span) and item (its encoded bytes, or the SDK span). Two deques moved
+        # together under _intake, rather than one of (source, item) tuples: a tuple is
+        # an object the garbage collector walks as long as it waits, bytes are not.
         self._queue: collections.deque[Any] = collections.deque(maxlen=self._max_queue_size)
+        self._sources: collections.deque[Any] = collections.deque(maxlen=self._max_queue_size)
+        self._intake = threading.Lock()
         self._shutdown = False
         self._abandoned = False
         self._export_lock = threading.Lock()
@@ -121,14 +130,24 @@ class PipelineSpanProcessor(SpanProcessor):
     # ------------------------------------------------------------ span intake
 
     def _enqueue(self, span: Any) -> None:
-        """Queue one of the pipeline's spans (called by the tracer when it ends)."""
+        """Queue one of the pipeline's spans, encoded (called by the tracer when it ends,
+        on the thread that ends it: the span itself need not wait)."""
         if not span._flags & 1 or self._shutdown:
             return
+        encoded = self._encoder.span_field(span)
+        if encoded is not None:
+            self._add(span._tracer, encoded)
+
+    def _add(self, source: Any, item: Any) -> None:
         queue = self._queue
-        if len(queue) == self._max_queue_size:
+        with self._intake:
+            full = len(queue) == self._max_queue_size
+            queue.append(item)  # full deques drop their oldest item
+            self._sources.append(source)
+            waiting = len(queue)
+        if full:  # counted and logged outside the lock (a log handler may end spans)
             self._note_drop()
-        queue.append(span)  # a full deque drops its oldest item
-        if len(queue) >= self._max_export_batch_size and not self._waking:
+        if waiting >= self._max_export_batch_size and not self._waking:
             self._waking = True
             self._wake.set()
 
@@ -143,13 +162,7 @@ class PipelineSpanProcessor(SpanProcessor):
         context = span.get_span_context()
         if not (context and context.trace_flags.sampled) or self._shutdown:
             return
-        queue = self._queue
-        if len(queue) == self._max_queue_size:
-            self._note_drop()
-        queue.append(span)
-        if len(queue) >= self._max_export_batch_size and not self._waking:
-            self._waking = True
-            self._wake.set()
+        self._add(None, span)  # encoded on the export thread, after redaction
 
     def _note_drop(self) -> None:
         self.dropped += 1
@@ -193,14 +206,16 @@ class PipelineSpanProcessor(SpanProcessor):
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 first = False
-                popleft = queue.popleft
-                batch = [popleft() for _ in range(min(batch_size, len(queue)))]
-                self._send_batch(batch)
+                with self._intake:
+                    size = min(batch_size, len(queue))
+                    items = [queue.popleft() for _ in range(size)]
+                    sources = [self._sources.popleft() for _ in range(size)]
+                self._send_batch(list(zip(sources, items)))
             return True
         finally:
             self._export_lock.release()
 
-    def _send_batch(self, batch: list[Any]) -> None:
+    def _send_batch(self, batch: list[tuple[Any, Any]]) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             payload, count = self._encoder.encode(batch)
