@@ -135,8 +135,20 @@ class PipelineSpanProcessor(SpanProcessor):
         if not span._flags & 1 or self._shutdown:
             return
         encoded = self._encoder.span_field(span)
-        if encoded is not None:
-            self._add(span._tracer, encoded)
+        if encoded is None:
+            return
+        # _add(span._tracer, encoded), inline: every span's path.
+        queue = self._queue
+        with self._intake:
+            full = len(queue) == self._max_queue_size
+            queue.append(encoded)
+            self._sources.append(span._tracer)
+            waiting = len(queue)
+        if full:
+            self._note_drop()
+        if waiting >= self._max_export_batch_size and not self._waking:
+            self._waking = True
+            self._wake.set()
 
     def _add(self, source: Any, item: Any) -> None:
         queue = self._queue
@@ -210,20 +222,20 @@ class PipelineSpanProcessor(SpanProcessor):
                     size = min(batch_size, len(queue))
                     items = [queue.popleft() for _ in range(size)]
                     sources = [self._sources.popleft() for _ in range(size)]
-                self._send_batch(list(zip(sources, items)))
+                self._send_batch(sources, items)
             return True
         finally:
             self._export_lock.release()
 
-    def _send_batch(self, batch: list[tuple[Any, Any]]) -> None:
+    def _send_batch(self, sources: list[Any], items: list[Any]) -> None:
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
-            payload, count = self._encoder.encode(batch)
+            payload, count = self._encoder.encode(zip(sources, items))
             if count:
                 self._send(payload, count)
         except Exception:  # an exporter failure must not end the export thread
             _logger.warning("clstock-otel: exporting %d span(s) failed; they are dropped",
-                            len(batch), exc_info=True)
+                            len(items), exc_info=True)
         finally:
             detach(token)
 
