@@ -31,7 +31,7 @@ else when all of these hold:
   settings name a tracer provider or the global one is configured (set once, it
   stays; ``enabled()`` then reads it and stops). While it is the API's proxy,
   ``enabled()`` may load a provider from ``OTEL_PYTHON_*_PROVIDER`` variables: the
-  app keeps FastAPI's own path;
+  stack keeps FastAPI's own path (a provider set later counts from the next stack);
 - FastAPI's functions this stands in for (``_legacy_otel``,
   ``NativeTelemetry.enabled``/``__call__``, ``_unconfigured``,
   ``opentelemetry.trace.get_tracer_provider``) are the ones the patch was applied
