@@ -62,6 +62,7 @@ from clstock_otel_distro.environment_variables import (
 )
 from clstock_otel_distro.patches import (
     asgi_server_path,
+    fastapi_native_telemetry,
     fastapi_route_cache,
     registry,
     uvicorn_gc_freeze,
@@ -336,6 +337,10 @@ class ClStockDistro(BaseDistro):
         # The ASGI middleware decodes every request header several times and sets
         # every attribute twice: served with each done once, same spans and metrics.
         registry.install(asgi_server_path.PATCH)
+        # FastAPI asks on every request whether a provider is configured and walks the
+        # middleware stack for the contrib middleware, then stands down and records
+        # nothing: worked out once per built stack instead.
+        registry.install(fastapi_native_telemetry.PATCH)
 
     def load_instrumentor(self, entry_point: EntryPoint, **kwargs: Any) -> None:
         """Load and instrument one entry point; a failing instrumentor is skipped, not fatal.

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_CLSTOCK_DATA_PROVIDER_TARGETS",
     "DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
     "DEFAULT_CLSTOCK_DURABLE_EXPORT",
+    "DEFAULT_CLSTOCK_FASTAPI_NATIVE_BYPASS",
     "DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "DEFAULT_CLSTOCK_GC_FREEZE",
     "DEFAULT_CLSTOCK_METRIC_RECORD_CACHE",
@@ -41,6 +42,7 @@ __all__ = [
     "OTEL_PYTHON_CLSTOCK_DATA_PROVIDER_TARGETS",
     "OTEL_PYTHON_CLSTOCK_DEFER_UNSAMPLED_DURATIONS",
     "OTEL_PYTHON_CLSTOCK_DURABLE_EXPORT",
+    "OTEL_PYTHON_CLSTOCK_FASTAPI_NATIVE_BYPASS",
     "OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE",
     "OTEL_PYTHON_CLSTOCK_GC_FREEZE",
     "OTEL_PYTHON_CLSTOCK_METRIC_RECORD_CACHE",
@@ -76,6 +78,7 @@ DEFAULT_CLSTOCK_ASGI_INTERNAL_SPANS = False
 DEFAULT_CLSTOCK_GC_FREEZE = True
 DEFAULT_CLSTOCK_DEFER_UNSAMPLED_DURATIONS = True
 DEFAULT_CLSTOCK_FASTAPI_ROUTE_CACHE = True
+DEFAULT_CLSTOCK_FASTAPI_NATIVE_BYPASS = True
 DEFAULT_CLSTOCK_ASGI_FAST_PATH = True
 DEFAULT_CLSTOCK_OTLP_ATTRIBUTE_CACHE = True
 DEFAULT_CLSTOCK_RESOURCE_HASH_CACHE = True
@@ -212,6 +215,22 @@ instrumentation names server spans after, instead of matching every route of the
 app again on each request. Apps with
 ``Host`` routes or route classes of their own are always looked up in full.
 ``false`` looks every request up as upstream does.
+
+**Default value:** ``true``
+"""
+
+OTEL_PYTHON_CLSTOCK_FASTAPI_NATIVE_BYPASS = "OTEL_PYTHON_CLSTOCK_FASTAPI_NATIVE_BYPASS"
+"""
+.. envvar:: OTEL_PYTHON_CLSTOCK_FASTAPI_NATIVE_BYPASS
+
+``true`` sends each request of a FastAPI app whose middleware stack holds the
+contrib FastAPI instrumentation's middleware straight to the application, skipping
+FastAPI's own telemetry checks (is a provider configured, is the contrib middleware
+in the stack), which FastAPI makes on every request only to stand down and record
+nothing. The answer is worked out once per built stack. Apps without the contrib
+middleware (``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=fastapi``), or with an
+``exclude`` in their telemetry settings, keep FastAPI's own path and its native
+spans. ``false`` leaves FastAPI's ``__call__`` as it is.
 
 **Default value:** ``true``
 """

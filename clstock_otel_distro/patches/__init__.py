@@ -10,6 +10,7 @@ The entries (``clstock-otel doctor`` lists them with their state):
 
 - ``asgi_server_path``: the ASGI middleware's ``OpenTelemetryMiddleware.__call__``
 - ``fastapi_route_cache``: the FastAPI instrumentation's ``_get_route_details``
+- ``fastapi_native_telemetry``: FastAPI's own ``FastAPI.__call__`` (its native telemetry)
 - ``otlp_attribute_cache``: the OTLP span encoder's ``_encode_attributes``
 - ``otlp_http_durable``: the OTLP/HTTP client's ``export`` and ``shutdown``
 - ``otlp_http_urllib3``: the OTLP/HTTP client's ``__init__`` (its transport), during the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from clstock_otel_distro.patches import (
     asgi_server_path,
+    fastapi_native_telemetry,
     fastapi_route_cache,
     metric_records,
     otlp_attribute_cache,
@@ -48,6 +50,7 @@ __all__ = ["ALL_PATCHES"]
 
 ALL_PATCHES: tuple[UpstreamPatch, ...] = (
     fastapi_route_cache.PATCH,
+    fastapi_native_telemetry.PATCH,
     asgi_server_path.PATCH,
     otlp_attribute_cache.PATCH,
     otlp_http_durable.PATCH,

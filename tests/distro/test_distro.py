@@ -194,7 +194,8 @@ def test_fastapi_internal_spans_on_request(monkeypatch):
 
 _HOOKS = [("OTEL_PYTHON_CLSTOCK_GC_FREEZE", "uvicorn-gc-freeze"),
           ("OTEL_PYTHON_CLSTOCK_FASTAPI_ROUTE_CACHE", "fastapi-route-cache"),
-          ("OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH", "asgi-server-path")]
+          ("OTEL_PYTHON_CLSTOCK_ASGI_FAST_PATH", "asgi-server-path"),
+          ("OTEL_PYTHON_CLSTOCK_FASTAPI_NATIVE_BYPASS", "fastapi-native-telemetry")]
 
 
 @pytest.mark.parametrize(("variable", "patch"), _HOOKS)
