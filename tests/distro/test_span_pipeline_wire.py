@@ -329,3 +329,47 @@ def test_attribute_cache_keeps_equal_values_of_other_types_apart_and_stays_bound
     _assert_same(sdk_request(pipelines.sdk_spans()), pipelines.pipeline_request())
     assert len(pipelines.capture.payloads) > 5  # batches of 4: the cache carried over
     assert pipelines.processor._encoder._cached <= 5
+
+
+def test_static_attributes_joined_once_decode_as_the_sdks() -> None:
+    """Spans started with start_span_adopting(static=...) (a traced operation's code
+    attributes leading its dict) decode to the SDK's spans: as given; with attributes
+    added; with a static key set again (it moves: the joined prefix no longer applies);
+    with a redacted key among the static ones; a second operation's static dict."""
+    static = {"code.function.name": "f", "code.file.path": "/app/m.py", "code.line.number": 7}
+    other = {"code.function.name": "g", "url.full": "https://u:p@example.com/q?token=t"}
+
+    def scenario(provider: TracerProvider) -> None:
+        tracer = provider.get_tracer("static", "1")
+        with tracer.start_as_current_span("parent", start_time=T0, end_on_exit=False) as root:
+            context = trace.set_span_in_context(root)
+            for offset, (given, extra, again) in enumerate([
+                    (static, {"clstock.symbol": "7203", "clstock.score": 61.5}, None),
+                    (static, {"clstock.symbol": "6758"}, "code.line.number"),
+                    (other, {"n": 1}, None), (static, {}, None)]):
+                attributes = {**given, **extra}
+                start = getattr(tracer, "start_span_adopting", None)
+                span = (start(f"op{offset}", context, trace.SpanKind.INTERNAL, attributes, given)
+                        if start else tracer.start_span(f"op{offset}", context,
+                                                        attributes=attributes))
+                span.set_attribute("late", True)
+                if again:
+                    span.set_attribute(again, 8)
+                span.end(T0 + offset + 2)
+            root.end(T0 + 10)
+
+    pipelines = Pipelines.create()  # random ids (the same seed on both): the inline path
+    try:
+        run_both(pipelines, scenario)
+        requests = [sdk_request(pipelines.sdk_spans()), pipelines.pipeline_request()]
+        statics = len(pipelines.processor._encoder._statics)
+    finally:
+        pipelines.shutdown()
+    for request in requests:  # start_span_adopting starts at the current time
+        for resource_spans in request.resource_spans:
+            for group in resource_spans.scope_spans:
+                for span in group.spans:
+                    if span.name.startswith("op"):
+                        span.start_time_unix_nano = T0 + 1
+    _assert_same(*requests)
+    assert statics == 2

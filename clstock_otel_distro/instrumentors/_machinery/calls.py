@@ -183,7 +183,8 @@ class Operation:
                     if (self._extract_call_attributes(attributes, instance, args, kwargs)
                             and self._start_adopting is not None):
                         # A new dict of plain values, handed over: no check, no copy.
-                        span = self._start_adopting(self.name, ctx, self.kind, attributes)
+                        span = self._start_adopting(self.name, ctx, self.kind, attributes,
+                                                    self.static_attributes or None)
                     else:
                         span = self.tracer.start_span(self.name, ctx, self.kind, attributes)
                 else:

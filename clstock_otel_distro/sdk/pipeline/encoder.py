@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from struct import Struct
 from typing import Any
 
@@ -164,6 +165,8 @@ class SpanEncoder:
         self._float_prefixes: dict[str, bytes] = {}
         # Span name fields, by name.
         self._names: dict[str, bytes] = {}
+        # id(static attributes) -> (them, their fields joined): _static_fields.
+        self._statics: dict[int, tuple[Any, bytes | None]] = {}
         # The last trace id and its field: spans of a trace share the id (the same int
         # object, taken from the parent), and mostly arrive together.
         self._trace: tuple[Any, bytes] = (None, b"")
@@ -289,10 +292,26 @@ class SpanEncoder:
                 changes = _redacted_attributes(attributes, _ATTRIBUTE_REDACTORS)
                 if changes:
                     attributes = {**attributes, **changes}
-            self._span_attributes(parts, attributes)
+            static = span._static
+            if static is None:
+                self._span_attributes(parts, attributes.items())
+            else:
+                # A traced operation's code attributes lead the dict: their fields were
+                # joined once (start_span_adopting's static).
+                known = self._statics.get(id(static))
+                if known is None or known[0] is not static:
+                    known = self._static_fields(static)
+                if known[1] is None:
+                    self._span_attributes(parts, attributes.items())
+                else:
+                    parts.append(known[1])
+                    self._span_attributes(parts, islice(attributes.items(), len(static), None))
         parts.append(_UNSET_LOCAL_TAIL)
         body = b"".join(parts)
-        return b"\x12" + _length(len(body)) + body
+        size = len(body)  # _length(size), inline: a span's body is 128 to 16383 bytes
+        if 0x80 <= size < 0x4000:
+            return b"\x12" + bytes(((size & 0x7F) | 0x80, size >> 7)) + body
+        return b"\x12" + _length(size) + body
 
     def _pipeline_span_in_full(self, span: PipelineSpan) -> bytes:
         parent = span._parent
@@ -367,7 +386,7 @@ class SpanEncoder:
         if end_time:
             parts += (b"\x41", _fixed64(end_time))
         if attributes:
-            self._span_attributes(parts, attributes)
+            self._span_attributes(parts, attributes.items())
         if dropped_attributes:
             parts += (b"\x50", _varint(dropped_attributes))
         if events:
@@ -384,12 +403,25 @@ class SpanEncoder:
         parts.append(_SPAN_FLAGS_REMOTE if remote else _SPAN_FLAGS_LOCAL)
         return _field(b"\x12", b"".join(parts))
 
-    def _span_attributes(self, parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+    def _static_fields(self, static: Mapping[str, Any]) -> tuple[Any, bytes | None]:
+        """``static``'s attribute fields, joined, and kept (None: a redacted key, which
+        the span's own values must go through)."""
+        fields: list[bytes] = []
+        if _REDACTED_KEYS.isdisjoint(static):
+            self._span_attributes(fields, static.items())
+        known = (static, b"".join(fields) if fields else None)
+        statics = self._statics
+        if len(statics) >= MAX_CACHED_NAMES:
+            statics.clear()
+        statics[id(static)] = known
+        return known
+
+    def _span_attributes(self, parts: list[bytes], items: Iterable[tuple[str, Any]]) -> None:
         # Cached encodings read by subscript (a miss raises KeyError, rare once warm:
         # then _learn encodes and keeps it), key then value: no tuple to build and hash
         # per attribute.
         strings = self._strings
-        for key, value in attributes.items():
+        for key, value in items:
             kind = value.__class__
             try:
                 if kind is str:

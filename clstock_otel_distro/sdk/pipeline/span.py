@@ -110,6 +110,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         "_simple",
         "_span_id",
         "_start_time",
+        "_static",
         "_status",
         "_trace_id",
         "_trace_state",
@@ -150,6 +151,9 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         self._context = None
+        # The static attributes leading _attributes, when start_span_adopting was given
+        # them (the encoder joins their fields once); None once the order may differ.
+        self._static = None
         # Nothing but ids, name, kind, times and attributes to encode (no trace state,
         # events, links, dropped attributes or status; a parent of ours, or none):
         # the encoder's short path. Cleared by whatever adds one of those.
@@ -382,6 +386,7 @@ class PipelineSpan(trace_api.Span, ReadableSpan):
 
     def _store(self, key: str, value: types.AnyValue) -> None:
         attributes = self._attributes
+        self._static = None  # a key set again moves, the oldest may go: no known prefix
         # A key set again moves to the end, as in the SDK's dict.
         if key in attributes:
             del attributes[key]
