@@ -55,7 +55,11 @@ def attribute_value(value: Any) -> Any:
         return value
     # numpy's float64 is a float, and IntEnum an int: their number, as the builtin type
     # (the same OTLP value; the span keeps no foreign object, and stores it as it stores
-    # a float).
+    # a float). Checked first, in C, before the ABCs (numpy's other numbers).
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, int):  # (bool, which cannot be subclassed, passed above)
+        return int(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
