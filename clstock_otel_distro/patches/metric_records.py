@@ -40,8 +40,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
+from array import array
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from time import time_ns
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -72,6 +76,10 @@ _PLAIN_VALUES = (str, int)
 # Amounts whose arithmetic record_all_traced repeats as the SDK's aggregation does it.
 _PLAIN_AMOUNTS = (float, int)
 _SAMPLED = 0x01  # TraceFlags.SAMPLED
+_FLOATS = (float,)
+# Up to 3.11, sum() of floats adds them one by one as `total += value` does; 3.12 made
+# it a compensated sum (other bits).
+_SEQUENTIAL_SUM = sys.version_info < (3, 12)
 
 
 class _Measured:
@@ -237,13 +245,21 @@ def record_all(histogram: Any, values: Sequence[float],
     each aggregation's lock at once: the same bucket counts, sum, min and max.
     """
     aggregations = _bulk_aggregations(histogram, attributes)
-    if aggregations is None or not all(
-            value.__class__ is float and value >= 0 and math.isfinite(value) for value in values):
+    if aggregations is None or not _recordable(values, _FLOATS):
         for value in values:
             histogram.record(value, attributes)
         return
     for aggregation in aggregations:
         _aggregate_all(aggregation, values)
+
+
+def _recordable(values: Sequence[Any], kinds: tuple[type, ...]) -> bool:
+    """Whether every value is of ``kinds``, finite and not negative: what the SDK's
+    arithmetic is repeated for (anything else is recorded the SDK's way)."""
+    if values.__class__ is array:  # the waiting durations: C doubles, floats all
+        return all(map(math.isfinite, values)) and (not values or min(values) >= 0)
+    return all(value.__class__ in kinds and value >= 0 and math.isfinite(value)
+               for value in values)
 
 
 def _aggregate_all(aggregation: Any, values: Sequence[float]) -> None:
@@ -255,9 +271,14 @@ def _aggregate_all(aggregation: Any, values: Sequence[float]) -> None:
         if counts is None:
             counts = aggregation._value = aggregation._get_empty_bucket_counts()
         total = aggregation._sum
-        for value in values:
-            total += value
-            counts[bisect_left(boundaries, value)] += 1
+        if _SEQUENTIAL_SUM:
+            total = sum(values, total)  # the same additions, in order, in C
+        else:
+            for value in values:
+                total += value
+        # The bucket of each value, counted in C: the same counts.
+        for index, count in Counter(map(partial(bisect_left, boundaries), values)).items():
+            counts[index] += count
         aggregation._sum = total
         if aggregation._record_min_max and values:
             aggregation._min = min(aggregation._min, min(values))
@@ -318,8 +339,7 @@ def record_all_traced(histogram: Any, values: Sequence[float],
     from opentelemetry.trace import NonRecordingSpan, set_span_in_context
 
     found = _traced_aggregations(histogram, attributes)
-    if found is None or not all(value.__class__ in _PLAIN_AMOUNTS and value >= 0
-                                and math.isfinite(value) for value in values):
+    if found is None or not _recordable(values, _PLAIN_AMOUNTS):
         for value in values:
             histogram.record(value, attributes)
         return

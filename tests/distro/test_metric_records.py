@@ -349,6 +349,21 @@ def test_record_all_with_odd_values_is_value_by_value(sdk_calls, caplog):
     assert len(sdk_messages) == 3 + 3 + 2  # two instruments, then the first three again
 
 
+@pytest.mark.parametrize("values", [DURATIONS, [0.1, -1.0, 2.0], [0.1, math.nan, 2.0],
+                                    [math.inf, 0.5], [], [-0.0, 0.0]],
+                         ids=["durations", "negative", "nan", "inf", "none", "zeros"])
+def test_record_all_of_an_array_is_the_sdks(values, sdk_calls, caplog):
+    """The waiting durations are an array of doubles (checked and summed in C): the same
+    points, and the same warnings for odd values, as recording each value."""
+    from array import array
+
+    sdk = _run(_deferred(list(values)), cached=False)
+    sdk_messages = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    assert _run(_deferred(array("d", values)), cached=True) == sdk
+    assert [r.getMessage() for r in caplog.records] == sdk_messages
+
+
 def _span_context(number: int, sampled: bool) -> SpanContext:
     return SpanContext(0xABC0 + number, 0x10 + number, is_remote=False,
                        trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0))
