@@ -279,7 +279,7 @@ class _Later:
         # Attribute items -> where they wait (a TracedSlot), or False: recorded at once.
         self.slots: dict[tuple, Any] = {}
 
-    def add(self, value: float, attributes: dict[str, Any], span_context: Any) -> bool:
+    def add(self, value: float, attributes: dict[str, Any], span: Any) -> bool:
         """Keep one measurement for the collection; False: record it now instead."""
         key = tuple(attributes.items())
         slot = self.slots.get(key)
@@ -292,7 +292,7 @@ class _Later:
             self.slots[key] = slot
         if slot is False or len(slot) >= self.limit:
             return False
-        slot.add(value, span_context)
+        slot.add(value, span)
         return True
 
 
@@ -740,16 +740,14 @@ async def _serve(wrapped: Callable[..., Any], self: Any, scope: Any, receive: An
         duration_s = default_timer() - start
         duration_attributes = _select_duration(attributes)
         duration = max(duration_s, 0)
-        if durations is not None or sizes is not None:
-            ids = span.get_span_context()
-        if durations is None or not durations.add(duration, duration_attributes, ids):
+        if durations is None or not durations.add(duration, duration_attributes, span):
             self.duration_histogram_new.record(duration, duration_attributes,
                                                context=span_context)
         # The -1 is made in the current context (parent_context, use_span's detached).
         if counted is None or not live.count(counted, -1, context.get_current()):
             self.active_requests_counter.add(-1, active_requests_attributes)
         size = self.content_length_header
-        if size and (sizes is None or not sizes.add(size, duration_attributes, ids)):
+        if size and (sizes is None or not sizes.add(size, duration_attributes, span)):
             self.server_response_body_size_histogram.record(
                 size, duration_attributes, context=span_context)
         request_size = headers.names.get("content-length")

@@ -55,6 +55,9 @@ from clstock_otel_distro.patches.registry import UpstreamPatch
 
 __all__ = [
     "MAX_BOUND",
+    "OFFER_ALL",
+    "OFFER_NONE",
+    "OFFER_SAMPLED",
     "PATCH",
     "TracedPlan",
     "add_to_sums",
@@ -289,6 +292,12 @@ def _aggregate_all(aggregation: Any, values: Sequence[float]) -> None:
 TracedDuration = tuple[float, int, Any]
 
 
+# TracedPlan.offer: which measurements the exemplar filter offers to the reservoir.
+OFFER_ALL = "all"  # always_on
+OFFER_NONE = "none"  # always_off
+OFFER_SAMPLED = "sampled"  # trace_based: those made in a sampled span's context
+
+
 class TracedPlan(NamedTuple):
     """How measurements of one bound set made in spans' contexts can wait."""
 
@@ -296,6 +305,9 @@ class TracedPlan(NamedTuple):
     """The buckets of every aggregation of the set (the same for all of them)."""
     samples: Callable[[Any], bool]
     """Whether a measurement in a span with this span context may become an exemplar."""
+    offer: str
+    """OFFER_ALL, OFFER_NONE or OFFER_SAMPLED: ``samples``, named (a caller that knows
+    whether its span is sampled need not build its span context)."""
 
 
 def traced_plan(histogram: Any, attributes: Mapping[str, Any] | None
@@ -320,7 +332,9 @@ def traced_plan(histogram: Any, attributes: Mapping[str, Any] | None
     boundaries = {aggregation._boundaries for aggregation in aggregations}
     if len(boundaries) != 1:
         return False
-    return TracedPlan(boundaries.pop(), samples)
+    offer = (OFFER_SAMPLED if samples is _trace_sampled
+             else OFFER_ALL if samples is _always else OFFER_NONE)
+    return TracedPlan(boundaries.pop(), samples, offer)
 
 
 def record_all_traced(histogram: Any, values: Sequence[float],

@@ -195,7 +195,9 @@ class Operation:
                 return None
             if not records and span.is_recording():
                 self.annotate_call(span, instance, args, kwargs)
-            call = TracedCall(self, span, ctx, instance, args, kwargs)
+            # A recording child under a "records" verdict is sampled: the sampler's
+            # delegate for a sampled local parent records and samples (sampling.py).
+            call = TracedCall(self, span, ctx, instance, args, kwargs, records or None)
             if activate:  # TracedCall.activate(), inline
                 call.token = attach(call.context) if var is None else var.set(call.context)
             return call
@@ -348,7 +350,7 @@ class Operation:
                 traced = self._pending_traced
                 if (traced.__class__ is TracedSlot
                         and len(traced.values) < TRACED_PENDING_LIMIT):
-                    traced.add(elapsed, call.span.get_span_context())
+                    traced.add(elapsed, call.span, call.sampled)
                     return
             self._record_duration(call, elapsed, failure)
         if failure is not None and self.on_failure is not None:
@@ -374,7 +376,7 @@ class Operation:
                 if traced is None:
                     traced = self._find_traced_slot()
                 if traced.__class__ is TracedSlot and len(traced.values) < TRACED_PENDING_LIMIT:
-                    traced.add(elapsed, call.span.get_span_context())
+                    traced.add(elapsed, call.span, call.sampled)
                     return
         if self.per_call is not None:
             attributes = safe_call(call.detail.metric_attributes, failure, what=_HOOK)
@@ -449,10 +451,10 @@ class MeasuredCall:
 class TracedCall(MeasuredCall):
     """One traced call in flight: its span, and the token of its current context."""
 
-    __slots__ = ("context", "recording", "span", "token")
+    __slots__ = ("context", "recording", "sampled", "span", "token")
 
     def __init__(self, op: Operation, span: Span, parent_context: Any, instance: Any,
-                 args: tuple, kwargs: dict) -> None:
+                 args: tuple, kwargs: dict, sampled: bool | None = None) -> None:
         # MeasuredCall's fields, set here rather than through super().__init__ (every
         # traced call's path).
         self.op = op
@@ -466,6 +468,8 @@ class TracedCall(MeasuredCall):
         # Context forbids item assignment).
         self.context = Context({**parent_context, SPAN_KEY: span})
         self.token: Any = None
+        # Whether the span is sampled, when begin() knows it (else None: not known).
+        self.sampled = sampled
         self.recording = span.is_recording()
         self.started = perf_counter()
 

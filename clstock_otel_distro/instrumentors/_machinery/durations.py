@@ -37,6 +37,8 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, Histogram, Meter, NoOpHistogram
 
 from clstock_otel_distro.patches.metric_records import (
+    OFFER_ALL,
+    OFFER_NONE,
     TracedDuration,
     TracedPlan,
     record_all,
@@ -53,25 +55,35 @@ TRACED_PENDING_LIMIT = 16384
 class TracedSlot:
     """Durations of traced calls with one attribute set, waiting for the collection."""
 
-    __slots__ = ("boundaries", "exemplars", "samples", "values")
+    __slots__ = ("boundaries", "exemplars", "offer", "samples", "values")
 
     def __init__(self, plan: TracedPlan) -> None:
         self.boundaries = plan.boundaries
         self.samples = plan.samples
+        self.offer = plan.offer
         self.values = array("d")
-        # Bucket -> (value, time, span context) of the last duration in it that the
-        # exemplar filter keeps.
-        self.exemplars: dict[int, TracedDuration] = {}
+        # Bucket -> (value, time, span) of the last duration in it that the exemplar
+        # filter keeps: the span, whose context is made only for those kept at the
+        # collection.
+        self.exemplars: dict[int, tuple[float, int, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.values)
 
-    def add(self, value: float, span_context: Any) -> None:
-        """One traced call's duration, recorded in its span's context at this time."""
+    def add(self, value: float, span: Any, sampled: bool | None = None) -> None:
+        """One traced call's duration, recorded in ``span``'s context at this time;
+        ``sampled``: whether that span is sampled, when the caller knows (None: its span
+        context is asked)."""
         self.values.append(value)
-        if self.samples(span_context):
-            self.exemplars[bisect_left(self.boundaries, value)] = (value, time_ns(),
-                                                                   span_context)
+        offer = self.offer
+        if offer is not OFFER_ALL:
+            if offer is OFFER_NONE:
+                return
+            if sampled is None:
+                sampled = self.samples(span.get_span_context())
+            if not sampled:
+                return
+        self.exemplars[bisect_left(self.boundaries, value)] = (value, time_ns(), span)
 
     def take(self) -> tuple[array, dict[int, TracedDuration]]:
         """What waits, taken out (under the owner's lock; calls append without it)."""
@@ -79,7 +91,8 @@ class TracedSlot:
         values = self.values[:count]
         del self.values[:count]
         exemplars, self.exemplars = self.exemplars, {}
-        return values, exemplars
+        return values, {bucket: (value, time_unix_nano, span.get_span_context())
+                        for bucket, (value, time_unix_nano, span) in exemplars.items()}
 
     def clear(self) -> None:
         del self.values[:]
