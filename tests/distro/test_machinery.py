@@ -1133,3 +1133,34 @@ def test_an_alias_of_a_wrapped_function_is_restored_too(telemetry, module, patch
         assert module.download is download and alias.download is download
     finally:
         del sys.modules[alias.__name__]
+
+
+@pytest.mark.parametrize("sampler", [None, "parentbased_traceidratio", "always_on"])
+def test_child_verdict_for_pipeline_parents_is_the_generic_ones(sampler, monkeypatch):
+    """A pipeline span read directly as a parent (no SpanContext built) gets the verdict
+    its span context would give: running, ended, under each sampler."""
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    from clstock_otel_distro.instrumentors._machinery import sampling
+    from tests.distro.pipeline_testing import Pipelines
+
+    chosen = {"parentbased_traceidratio": ParentBasedTraceIdRatio(1.0),
+              "always_on": ALWAYS_ON}.get(sampler)
+    pipelines = Pipelines.create(sampler=chosen)
+    try:
+        tracer = pipelines.pipeline.get_tracer("t")
+        running = tracer.start_span("running")
+        ended = tracer.start_span("ended")
+        ended.end()
+        assert type(running) is sampling._PIPELINE_SPAN
+        verdicts = []
+        for direct in (True, False):
+            if not direct:  # the generic path: the parent's span context, property by property
+                monkeypatch.setattr(sampling, "_PIPELINE_SPAN", None)
+            child_sampling = sampling.ChildSampling(tracer)
+            verdicts.append([child_sampling.verdict(span) for span in (running, ended)])
+        assert verdicts[0] == verdicts[1]
+        expected_running = sampling.UNDECIDED if sampler == "always_on" else sampling.RECORDS
+        assert verdicts[0] == [expected_running, sampling.UNDECIDED]
+    finally:
+        pipelines.shutdown()

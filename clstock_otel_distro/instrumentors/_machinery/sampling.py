@@ -39,6 +39,11 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span, TraceFlags, Tracer
 from opentelemetry.trace.propagation import _SPAN_KEY
 
+try:  # the span pipeline's span class, read directly when it is the parent
+    from clstock_otel_distro.sdk.pipeline.span import PipelineSpan as _PIPELINE_SPAN
+except Exception:  # pragma: no cover - the pipeline cannot load with this OpenTelemetry
+    _PIPELINE_SPAN = None
+
 SPAN_KEY = _SPAN_KEY
 SUPPRESS_KEY = _SUPPRESS_INSTRUMENTATION_KEY
 SUPPRESS_KEY_PLAIN = "suppress_instrumentation"
@@ -155,6 +160,11 @@ class ChildSampling:
     def _decide(self, parent: Span | None) -> int:
         if parent is None:
             return UNDECIDED
+        if parent.__class__ is _PIPELINE_SPAN and parent._flags & _SAMPLED:
+            # The span pipeline's own sampled span, read directly (no SpanContext to
+            # build): local, recording until it ends. (A non-sampled one: below.)
+            return (RECORDS if parent._end_time is None and self.records_sampled_children()
+                    else UNDECIDED)
         # A SpanContext is the tuple of its fields: read at once, not property by property.
         _, _, is_remote, flags, _, is_valid = parent.get_span_context()
         if not flags & _SAMPLED:

@@ -17,7 +17,7 @@ Unlike the SDK's, a pipeline span is encoded when it ends, on the thread that en
 (:meth:`~clstock_otel_distro.sdk.pipeline.encoder.SpanEncoder.span_field`, which also
 redacts), and waits as bytes: a queued span object is one more object every garbage
 collection walks while it waits, and the waiting spans made a traced process collect
-its oldest generation more often (bench/README.md, item 21). The export thread groups the
+its oldest generation more often (bench/README.md, item 22). The export thread groups the
 waiting bytes by resource and scope and sends them through the exporter's transport
 (:mod:`~clstock_otel_distro.sdk.pipeline.transport`). The pipeline's spans arrive
 through ``_enqueue`` (the tracer calls it directly); SDK spans, once the provider
