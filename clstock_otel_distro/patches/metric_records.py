@@ -413,15 +413,16 @@ def _never(span_context: Any) -> bool:
     return False
 
 
-def _bound(histogram: Any, attributes: Any) -> _Bound | None:
-    """The bound aggregations of a set while the cache is active and the meter enabled."""
-    if getattr(type(histogram).record, "__wrapped__", None) is None:
+def _bound(instrument: Any, attributes: Any, method: str = "record") -> _Bound | None:
+    """The bound aggregations of a set while the cache is active (on ``method`` of the
+    instrument's class: ``record`` or ``add``) and the meter enabled."""
+    if getattr(getattr(type(instrument), method, None), "__wrapped__", None) is None:
         return None  # the cache is not active
-    table = histogram.__dict__.get(_TABLE)
+    table = instrument.__dict__.get(_TABLE)
     key = _key(attributes)
     bound = None if table is None or key is None else table.get(key)
-    config = histogram._meter_config
-    if (bound is None or bound.storages is not histogram._measurement_consumer._reader_storages
+    config = instrument._meter_config
+    if (bound is None or bound.storages is not instrument._measurement_consumer._reader_storages
             or (config is not None and not config.is_enabled)):
         return None
     return bound
@@ -498,14 +499,8 @@ def bound_sums(counter: Any, attributes: Mapping[str, Any] | None
     """
     from opentelemetry.sdk.metrics._internal.aggregation import _SumAggregation
 
-    if getattr(type(counter).add, "__wrapped__", None) is None:
-        return None  # the cache is not active
-    table = counter.__dict__.get(_TABLE)
-    key = _key(attributes)
-    bound = None if table is None or key is None else table.get(key)
-    config = counter._meter_config
-    if (bound is None or bound.storages is not counter._measurement_consumer._reader_storages
-            or (config is not None and not config.is_enabled)):
+    bound = _bound(counter, attributes, "add")
+    if bound is None:
         return None
     if any(aggregation.__class__ is not _SumAggregation for aggregation in bound.aggregations):
         return False

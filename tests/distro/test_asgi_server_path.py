@@ -46,6 +46,7 @@ from clstock_otel_distro.sdk.pipeline import PipelineSpanProcessor
 from clstock_otel_distro.sdk.pipeline import tracer as tracer_module
 from clstock_otel_distro.sdk.pipeline.tracer import PipelineTracer
 from tests.distro.pipeline_testing import Pipelines
+from tests.support.asgi_snippets import HEALTH_REQUEST
 from tests.support.otel_testing import Telemetry
 
 ORIGINAL_CALL = vars(asgi_module.OpenTelemetryMiddleware)["__call__"]
@@ -671,12 +672,7 @@ def test_under_opentelemetry_instrument(run_instrumented, value, lean):
         "from opentelemetry.instrumentation import asgi\n"
         "app = fastapi.FastAPI()\n"
         "app.get('/health')(lambda: {})\n"
-        "scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'query_string': b'',\n"
-        "         'headers': [(b'host', b'x')], 'scheme': 'http', 'server': ('x', 80)}\n"
-        "async def receive():\n"
-        "    return {'type': 'http.request', 'body': b''}\n"
-        "async def send(message):\n"
-        "    pass\n"
+        + HEALTH_REQUEST +
         "asyncio.run(app(scope, receive, send))\n"
         "middleware = app.middleware_stack.app\n"
         "print(type(middleware).__name__, middleware.__dict__.get('_clstock_asgi_fast_path'))\n"

@@ -30,6 +30,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 
 from clstock_otel_distro.patches import fastapi_native_telemetry as native_bypass
 from tests.distro.test_asgi_server_path import _Ids, _metric_view, _scope, _span_view
+from tests.support.asgi_snippets import HEALTH_REQUEST
 from tests.support.otel_testing import Telemetry
 
 ORIGINAL_CALL = vars(applications.FastAPI)["__call__"]
@@ -343,12 +344,7 @@ def test_a_tracer_provider_not_configured_yet_keeps_fastapis_path():
         "app = fastapi.FastAPI()\n"
         "app.get('/health')(lambda: {})\n"
         "FastAPIInstrumentor.instrument_app(app, tracer_provider=TracerProvider())\n"
-        "scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'query_string': b'',\n"
-        "         'headers': [(b'host', b'x')], 'scheme': 'http', 'server': ('x', 80)}\n"
-        "async def receive():\n"
-        "    return {'type': 'http.request', 'body': b''}\n"
-        "async def send(message):\n"
-        "    pass\n"
+        + HEALTH_REQUEST +
         "def serve():\n"
         "    asyncio.run(app(dict(scope), receive, send))\n"
         "    asyncio.run(app(dict(scope), receive, send))\n"
@@ -373,12 +369,7 @@ def test_under_opentelemetry_instrument(run_instrumented, value, bypassed):
         "import asyncio, fastapi\n"
         "app = fastapi.FastAPI()\n"
         "app.get('/health')(lambda: {})\n"
-        "scope = {'type': 'http', 'method': 'GET', 'path': '/health', 'query_string': b'',\n"
-        "         'headers': [(b'host', b'x')], 'scheme': 'http', 'server': ('x', 80)}\n"
-        "async def receive():\n"
-        "    return {'type': 'http.request', 'body': b''}\n"
-        "async def send(message):\n"
-        "    pass\n"
+        + HEALTH_REQUEST +
         "for _ in range(2):\n"
         "    asyncio.run(app(dict(scope), receive, send))\n"
         "verdict = getattr(app, '_clstock_native_verdict', None)\n"
