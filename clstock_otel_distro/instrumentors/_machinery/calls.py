@@ -346,7 +346,7 @@ class Operation:
         if self._records:
             if failure is None and call.recording:
                 # _record_duration's most common case, inline: a traced call's duration
-                # waits for the collection with its span's context.
+                # waits for the collection with its span (the exemplar candidate).
                 traced = self._pending_traced
                 if (traced.__class__ is TracedSlot
                         and len(traced.values) < TRACED_PENDING_LIMIT):
