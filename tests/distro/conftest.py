@@ -16,8 +16,9 @@ import pytest
 from clstock_otel_distro import config as _config
 from clstock_otel_distro import configurator, distro
 from clstock_otel_distro.instrumentors._machinery import patches as patching
-from clstock_otel_distro.patches import registry
-from clstock_otel_distro.sdk import repeated_warnings
+from clstock_otel_distro.patches import otlp_http_durable, registry
+from clstock_otel_distro.patches.registry import PatchState
+from clstock_otel_distro.sdk import delivery, repeated_warnings
 from tests.support.otel_testing import Telemetry
 
 VENV_BIN = Path(sys.executable).parent
@@ -144,3 +145,14 @@ def patches() -> Iterator[list[Any]]:
     installed: list[Any] = []
     yield installed
     patching.uninstall_all(installed)
+
+
+@pytest.fixture
+def durable(monkeypatch) -> Iterator[None]:
+    """The patch installed with fast retries; undone and forgotten afterwards."""
+    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL", "200")
+    delivery.reset_for_tests()
+    assert registry.install(otlp_http_durable.PATCH) is PatchState.ACTIVE
+    yield
+    registry.uninstall(otlp_http_durable.PATCH)
+    delivery.reset_for_tests()

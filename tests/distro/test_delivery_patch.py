@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
-import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -15,17 +13,6 @@ from clstock_otel_distro.patches import otlp_http_durable, registry
 from clstock_otel_distro.patches.registry import PatchState
 from clstock_otel_distro.sdk import delivery
 from tests.support.receiver import RecordingReceiver
-
-
-@pytest.fixture
-def durable(monkeypatch) -> Iterator[None]:
-    """The patch installed with fast retries; undone and forgotten afterwards."""
-    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL", "200")
-    delivery.reset_for_tests()
-    assert registry.install(otlp_http_durable.PATCH) is PatchState.ACTIVE
-    yield
-    registry.uninstall(otlp_http_durable.PATCH)
-    delivery.reset_for_tests()
 
 
 def _tracer(exporter):

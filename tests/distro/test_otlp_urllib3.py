@@ -263,15 +263,6 @@ def test_a_read_timeout_is_a_connection_error_as_with_requests():
     assert not _URLLIB3().is_connection_error(ValueError("not a connection problem"))
 
 
-@pytest.fixture
-def durable(monkeypatch) -> Iterator[None]:
-    monkeypatch.setenv("OTEL_PYTHON_CLSTOCK_RETRY_MAX_INTERVAL", "200")
-    delivery.reset_for_tests()
-    assert registry.install(otlp_http_durable.PATCH) is PatchState.ACTIVE
-    yield
-    registry.uninstall(otlp_http_durable.PATCH)
-    delivery.reset_for_tests()
-
 
 def test_a_503_with_retry_after_is_sent_again_and_arrives(collector, durable, uninstalled):
     """Through the pipeline and the durable sender: 503 Retry-After: 0, then taken."""
